@@ -73,8 +73,9 @@ def _require_floating(name: str, *tensors: Tensor) -> None:
         )
 
 
-def input_dtype(t: Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
+def input_dtype(t: Tensor | torch.dtype) -> str:
+    """``'float32'`` for a float32 tensor or dtype: dtype names for error messages."""
+    return str(getattr(t, "dtype", t)).replace("torch.", "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,3 +191,12 @@ def huber_loss(
             )
         raise NotImplementedError(f"huber_loss: expected floating-point input and target, got {pair}")
     return apply(HuberLossFunction, input, target, weight, code, float(delta))
+
+
+# Staged families (each adds its names to __all__).
+from ._functional_binary import *  # noqa: E402,F401,F403
+from ._functional_binary import __all__ as _binary_all  # noqa: E402
+from ._functional_probabilistic import *  # noqa: E402,F401,F403
+from ._functional_probabilistic import __all__ as _probabilistic_all  # noqa: E402
+
+__all__ += _binary_all + _probabilistic_all

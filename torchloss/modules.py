@@ -101,3 +101,12 @@ class HuberLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+# Staged families (each adds its names to __all__).
+from ._modules_binary import *  # noqa: E402,F401,F403
+from ._modules_binary import __all__ as _binary_all  # noqa: E402
+from ._modules_probabilistic import *  # noqa: E402,F401,F403
+from ._modules_probabilistic import __all__ as _probabilistic_all  # noqa: E402
+
+__all__ += _binary_all + _probabilistic_all
