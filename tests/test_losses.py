@@ -273,3 +273,46 @@ def test_low_precision_accuracy(case, i, reduction, _, dtype, device):
     assert bool((err_mine <= err_theirs + half_ulp + 1e-30).all()), (
         f"max error {float(err_mine.max()):.3g} vs torch {float(err_theirs.max()):.3g}"
     )
+
+
+@pytest.mark.parametrize("case,i,reduction,_", WITH_REDUCTION, ids=_ids(WITH_REDUCTION))
+def test_forward_over_reverse(case, i, reduction, _, device):
+    """``jvp(grad(f))`` (forward-over-reverse) equals the Hessian-vector product from double
+    backward, including for losses where torch has no forward-over-reverse (Huber, SoftMargin)."""
+    s = _get_sample(case, i, device)
+    ours, _ref = _fns(case)
+    wrt = s.wrt
+    kwargs = dict(s.kwargs, reduction=reduction)
+
+    def f(*tensors):
+        args, kw = list(s.args), dict(kwargs)
+        for slot, t in zip(wrt, tensors):
+            if isinstance(slot, str):
+                kw[slot] = t
+            else:
+                args[slot] = t
+        return _quiet(ours)(*args, **kw).sum()
+
+    primals = tuple((s.kwargs[w] if isinstance(w, str) else s.args[w]).detach() for w in wrt)
+    gen = torch.Generator().manual_seed(1)
+    tangents = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in primals)
+    _, hvp_fwd = torch.func.jvp(torch.func.grad(f, argnums=tuple(range(len(wrt)))), primals, tangents)
+    leaves = [p.clone().requires_grad_() for p in primals]
+    grads = torch.autograd.grad(f(*leaves), leaves, create_graph=True)
+    dot = sum((g * t).sum() for g, t in zip(grads, tangents))
+    hvp_rev = torch.autograd.grad(dot, leaves, allow_unused=True)
+    for a, b in zip(hvp_fwd, hvp_rev):
+        b = torch.zeros_like(a) if b is None else b
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_torch_compile_fullgraph(case):
+    """The loss traces as one graph under ``torch.compile(fullgraph=True)`` (no host syncs, no
+    graph breaks) and gives torch's values and gradients."""
+    torch._dynamo.reset()
+    s = _get_sample(case, 0, "cpu", torch.float32)
+    ours, ref = _fns(case)
+    compiled = _quiet(torch.compile(ours, fullgraph=True, backend="aot_eager"))
+    report = parity(compiled, _quiet(ref), s.args, dict(s.kwargs), s.torch_wrt or s.wrt, rtol=1e-5, atol=1e-6)
+    assert report.ok, report.problems

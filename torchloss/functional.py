@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _reduction as R
-from ._autograd._base import apply
+from ._autograd._base import Dispatch, result_type
 from ._autograd.regression import (
     MEAN_BY_WEIGHT,
     HuberLossFunction,
@@ -30,6 +30,11 @@ __all__ = [
     "smooth_l1_loss",
     "huber_loss",
 ]
+
+_l1 = Dispatch(L1LossFunction)
+_mse = Dispatch(MSELossFunction)
+_smooth_l1 = Dispatch(SmoothL1LossFunction)
+_huber = Dispatch(HuberLossFunction)
 
 _SIZE_WARNING = (
     "Using a target size ({}) that is different to the input size ({}). This will likely lead to "
@@ -64,7 +69,7 @@ def _weighted_reduction(reduction: str, weight: Tensor, input: Tensor, mean_code
 
 
 def _require_floating(name: str, *tensors: Tensor) -> None:
-    dtype = torch.result_type(*tensors)
+    dtype = result_type(*tensors)
     if not dtype.is_floating_point:
         kind = str(dtype).replace("torch.", "")
         raise NotImplementedError(
@@ -103,7 +108,7 @@ def l1_loss(
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
     else:
         code = R.get_enum(reduction)
-    return apply(L1LossFunction, input, target, weight, code)
+    return _l1(input, target, weight, code)
 
 
 def mse_loss(
@@ -128,7 +133,7 @@ def mse_loss(
     else:
         code = R.get_enum(reduction)
     _require_floating("mse_loss", input, target)
-    return apply(MSELossFunction, input, target, weight, code)
+    return _mse(input, target, weight, code)
 
 
 def smooth_l1_loss(
@@ -148,13 +153,13 @@ def smooth_l1_loss(
     _check_broadcast(input, target)
     code = R.get_enum(reduction)
     if beta == 0.0:
-        return apply(L1LossFunction, input, target, None, code)
+        return _l1(input, target, None, code)
     if beta < 0:
         raise RuntimeError(
             f"smooth_l1_loss does not support negative values for beta (got beta={beta})."
         )
     _require_floating("smooth_l1_loss", input, target)
-    return apply(SmoothL1LossFunction, input, target, code, float(beta))
+    return _smooth_l1(input, target, code, float(beta))
 
 
 def huber_loss(
@@ -180,7 +185,7 @@ def huber_loss(
         raise RuntimeError(
             f"huber_loss does not support non-positive values for delta (got delta={delta})."
         )
-    result = torch.result_type(input, target)
+    result = result_type(input, target)
     if not (result.is_floating_point and input.dtype.is_floating_point):
         pair = f"input {input_dtype(input)}, target {input_dtype(target)}"
         if not torch.can_cast(result, input.dtype):
@@ -190,7 +195,7 @@ def huber_loss(
                 f"to the dtype of input"
             )
         raise NotImplementedError(f"huber_loss: expected floating-point input and target, got {pair}")
-    return apply(HuberLossFunction, input, target, weight, code, float(delta))
+    return _huber(input, target, weight, code, float(delta))
 
 
 # Staged families (each adds its names to __all__).

@@ -12,9 +12,9 @@ A loss Function here is a ``torch.autograd.Function`` written in the ``setup_con
 * ``generate_vmap_rule = True`` lets ``torch.func.vmap`` run forward, backward and jvp as written,
   which is why none of them branches on tensor values or calls ``.item()``.
 
-TorchDynamo cannot trace a Function that defines ``jvp``. Every subclass therefore gets a twin,
-``cls.traceable``, identical but for ``jvp``; :func:`apply` picks the twin while
-``torch.compile`` is tracing, so compiled training loops see a single traceable node.
+TorchDynamo cannot trace a Function that defines ``jvp``. The functional layer therefore calls
+each Function through a :class:`Dispatch`, which holds a twin identical but for ``jvp`` and picks
+it while ``torch.compile`` is tracing, so compiled training loops see a single traceable node.
 """
 
 from __future__ import annotations
@@ -28,24 +28,72 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class LossFunction(Function):
     generate_vmap_rule = True
-    traceable: type[LossFunction]
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("_is_twin"):
-            return
-        cls.traceable = type(
-            cls.__name__,
-            (cls,),
-            {"jvp": staticmethod(Function.jvp), "_is_twin": True, "__module__": cls.__module__},
+
+class Dispatch:
+    """Calls a :class:`LossFunction`, or its jvp-less twin while ``torch.compile`` traces.
+
+    TorchDynamo cannot trace a Function that defines ``jvp``, nor look one Function up from
+    another (as a class attribute or a dict key), but it can read the attributes of a plain object
+    held in a module global: so the functional layer calls ``Dispatch`` objects.
+    """
+
+    __slots__ = ("function", "traceable")
+
+    def __init__(self, function: type[LossFunction]):
+        self.function = function
+        self.traceable = type(
+            function.__name__,
+            (function,),
+            {"jvp": staticmethod(Function.jvp), "__module__": function.__module__},
         )
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.traceable.apply(*args)
+        return self.function.apply(*args)
 
 
 def apply(fn: type[LossFunction], *args):
-    """``fn.apply(*args)``, or its jvp-less twin under ``torch.compile``."""
-    if torch.compiler.is_compiling():
-        return fn.traceable.apply(*args)
+    """``fn.apply(*args)`` (eager only: the functional layer uses :class:`Dispatch`)."""
     return fn.apply(*args)
+
+
+_TO_COMPLEX = {
+    torch.float16: torch.complex32,
+    torch.bfloat16: torch.complex64,
+    torch.float32: torch.complex64,
+    torch.float64: torch.complex128,
+}
+
+
+def _combine_categories(higher: torch.dtype | None, lower: torch.dtype | None) -> torch.dtype | None:
+    # ATen's rule for combining the dtype of dimensioned operands (higher priority) with that of
+    # 0-dim operands: the latter only count when they are of a higher category.
+    if higher is None:
+        return lower
+    if lower is None or higher.is_complex:
+        return higher
+    if lower.is_complex:
+        # keeps the precision of the dimensioned floating operand
+        return _TO_COMPLEX.get(higher, lower) if higher.is_floating_point else lower
+    if higher.is_floating_point:
+        return higher
+    if higher == torch.bool or lower.is_floating_point:
+        return torch.promote_types(higher, lower)
+    return higher
+
+
+def result_type(*tensors: Tensor) -> torch.dtype:
+    """``torch.result_type`` for tensors, written with ``torch.promote_types`` so that TorchDynamo
+    can trace it (it cannot trace ``torch.result_type``, which returns a dtype)."""
+    dim = zero = None
+    for t in tensors:
+        if t.dim() > 0:
+            dim = t.dtype if dim is None else torch.promote_types(dim, t.dtype)
+        else:
+            zero = t.dtype if zero is None else torch.promote_types(zero, t.dtype)
+    return _combine_categories(dim, zero)
 
 
 def opmath(t: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath, unpack
+from ._base import LossFunction, add_tangents, opmath, result_type, unpack
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
@@ -137,7 +137,7 @@ class L1LossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction):
-        dtype = torch.result_type(input, target)
+        dtype = result_type(input, target)
         if dtype.is_complex:
             dtype = dtype.to_real()
         if weight is not None:
@@ -185,7 +185,7 @@ class MSELossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction):
-        dtype = torch.result_type(input, target)
+        dtype = result_type(input, target)
         if weight is not None:
             dtype = torch.promote_types(dtype, weight.dtype)
         return _forward(_square, None, input, target, weight, reduction, dtype)
@@ -276,7 +276,7 @@ class SmoothL1LossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, reduction, beta):
-        dtype = torch.result_type(input, target)
+        dtype = result_type(input, target)
         return _forward(_smooth_l1, beta, input, target, None, reduction, dtype)
 
     @staticmethod
