@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _reduction as R
-from ._autograd._base import Dispatch, result_type
+from ._autograd._base import Dispatch
 from ._autograd.regression import (
     MEAN_BY_WEIGHT,
     HuberLossFunction,
@@ -68,13 +68,13 @@ def _weighted_reduction(reduction: str, weight: Tensor, input: Tensor, mean_code
     return code
 
 
-def _require_floating(name: str, *tensors: Tensor) -> None:
-    dtype = result_type(*tensors)
+def _require_floating(name: str, input: Tensor, target: Tensor) -> None:
+    # input and target are broadcast against each other first, so their dtypes promote plainly
+    dtype = torch.promote_types(input.dtype, target.dtype)
     if not dtype.is_floating_point:
-        kind = str(dtype).replace("torch.", "")
         raise NotImplementedError(
-            f"{name}: expected floating-point input and target, got {kind} "
-            f"(input {input_dtype(tensors[0])}, target {input_dtype(tensors[1])})"
+            f"{name}: expected floating-point input and target, got {input_dtype(dtype)} "
+            f"(input {input_dtype(input)}, target {input_dtype(target)})"
         )
 
 
@@ -185,7 +185,7 @@ def huber_loss(
         raise RuntimeError(
             f"huber_loss does not support non-positive values for delta (got delta={delta})."
         )
-    result = result_type(input, target)
+    result = torch.promote_types(input.dtype, target.dtype)
     if not (result.is_floating_point and input.dtype.is_floating_point):
         pair = f"input {input_dtype(input)}, target {input_dtype(target)}"
         if not torch.can_cast(result, input.dtype):

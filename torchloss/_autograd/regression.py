@@ -15,7 +15,7 @@ tangent (jvp) is the same chain rule run forwards:
 
 L1 and MSE with a weight use torch's weighted mean :math:`L = S / W`, :math:`S = \sum w\varphi`,
 :math:`W = \sum w`, for which :math:`\partial L/\partial w_i = (\varphi_i - L)/W`
-(``MEAN_BY_WEIGHT`` below); Huber's weighted mean divides by the element count as usual.
+(once per weight element, however far the loss broadcasts; ``MEAN_BY_WEIGHT`` below); Huber's weighted mean divides by the element count as usual.
 
 Low-precision inputs are computed in float32 (:func:`~torchloss._autograd._base.opmath`) and
 rounded once at the end.
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath, result_type, unpack
+from ._base import LossFunction, add_tangents, opmath, unpack
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
@@ -83,10 +83,10 @@ def _backward(phi, dphi, ctx, grad):
         gx = R.sum_to(gd, input) if need_x else None
         gy = R.sum_to(-gd, target) if need_y else None
     if need_w:
-        lw = phi(d, ctx.p)
+        gw = R.sum_to(phi(d, ctx.p) * g, weight)
         if ctx.reduction == MEAN_BY_WEIGHT:
-            lw = lw - value
-        gw = R.sum_to(lw * g, weight)
+            # ∂(S/W)/∂w = φ/W (summed over any broadcast) - L/W: W = Σw counts each w once.
+            gw = gw - value * g
     return gx, gy, gw
 
 
@@ -113,6 +113,12 @@ def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
     return out.to(ctx.out_dtype)
 
 
+def _promoted(input: Tensor, target: Tensor) -> torch.dtype:
+    # torch broadcasts input and target against each other before computing L1/MSE/SmoothL1, so
+    # a 0-dim operand promotes like any other (unlike ``torch.result_type``'s 0-dim rule).
+    return torch.promote_types(input.dtype, target.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # L1
 
@@ -137,7 +143,7 @@ class L1LossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction):
-        dtype = result_type(input, target)
+        dtype = _promoted(input, target)
         if dtype.is_complex:
             dtype = dtype.to_real()
         if weight is not None:
@@ -185,7 +191,7 @@ class MSELossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction):
-        dtype = result_type(input, target)
+        dtype = _promoted(input, target)
         if weight is not None:
             dtype = torch.promote_types(dtype, weight.dtype)
         return _forward(_square, None, input, target, weight, reduction, dtype)
@@ -276,7 +282,7 @@ class SmoothL1LossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, reduction, beta):
-        dtype = result_type(input, target)
+        dtype = _promoted(input, target)
         return _forward(_smooth_l1, beta, input, target, None, reduction, dtype)
 
     @staticmethod
