@@ -119,11 +119,11 @@ def test_errors(case, i, _, device):
             ours(*e.args, **e.kwargs)
 
 
-@pytest.mark.parametrize("case,i,_", EMPTY, ids=_ids(EMPTY))
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_empty_batch(case, i, _, reduction, device):
-    if reduction not in case.reductions:
-        pytest.skip("reduction not accepted")
+EMPTY_WITH_REDUCTION = [(c, i, r, f"{n}-{r}") for c, i, n in EMPTY for r in c.reductions]
+
+
+@pytest.mark.parametrize("case,i,reduction,_", EMPTY_WITH_REDUCTION, ids=_ids(EMPTY_WITH_REDUCTION))
+def test_empty_batch(case, i, reduction, _, device):
     s = _get_sample(case, i, device, kind="empty")
     ours, ref = _fns(case)
     report = parity(_quiet(ours), _quiet(ref), s.args, dict(s.kwargs, reduction=reduction), s.torch_wrt or s.wrt)

@@ -1,0 +1,56 @@
+"""``python -m torchloss``: the command line.
+
+Subcommands:
+
+* ``check`` -- a parity report of torchloss against the installed torch (see :mod:`torchloss.check`).
+
+Each subcommand lives in its own module with an ``add_parser(subparsers)`` that registers it and
+sets ``func`` (called with the parsed arguments, returning the exit status); a new one (``bench``)
+is one more entry in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _subcommands():
+    from . import check
+
+    return [check]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import torch
+
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m torchloss",
+        description="torchloss: torch.nn's loss functions with hand-derived, differentiable backwards.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"torchloss {__version__} (torch {torch.__version__})"
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in _subcommands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
