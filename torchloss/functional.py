@@ -8,7 +8,6 @@ happens inside that Function, so the autograd graph of a loss is a single torchl
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -16,6 +15,12 @@ from torch import Tensor
 
 from . import _reduction as R
 from ._autograd._base import Dispatch
+from ._autograd.binary import BCELossFunction, BCEWithLogitsLossFunction, SoftMarginLossFunction
+from ._autograd.probabilistic import (
+    GaussianNLLLossFunction,
+    KLDivLossFunction,
+    PoissonNLLLossFunction,
+)
 from ._autograd.regression import (
     MEAN_BY_WEIGHT,
     HuberLossFunction,
@@ -29,6 +34,12 @@ __all__ = [
     "mse_loss",
     "smooth_l1_loss",
     "huber_loss",
+    "soft_margin_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "poisson_nll_loss",
+    "gaussian_nll_loss",
+    "kl_div",
 ]
 
 _l1 = Dispatch(L1LossFunction)
@@ -197,11 +208,442 @@ def huber_loss(
         raise NotImplementedError(f"huber_loss: expected floating-point input and target, got {pair}")
     return _huber(input, target, weight, code, float(delta))
 
+# ============================================================================================
+# Binary: BCE, BCEWithLogits, SoftMargin
 
-# Staged families (each adds its names to __all__).
-from ._functional_binary import *  # noqa: E402,F401,F403
-from ._functional_binary import __all__ as _binary_all  # noqa: E402
-from ._functional_probabilistic import *  # noqa: E402,F401,F403
-from ._functional_probabilistic import __all__ as _probabilistic_all  # noqa: E402
 
-__all__ += _binary_all + _probabilistic_all
+# Module-global Dispatch objects: the Function, or its jvp-less twin under torch.compile.
+_bce = Dispatch(BCELossFunction)
+_bce_logits = Dispatch(BCEWithLogitsLossFunction)
+_soft_margin = Dispatch(SoftMarginLossFunction)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _not_differentiable(fn: str, name: str, t: Tensor | None) -> None:
+    # torch's autograd layer refuses these arguments when they would need a gradient (only with
+    # grad mode on: under no_grad torch accepts them, and so does torchloss).
+    if t is not None and t.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"The function '{fn}' is not differentiable with respect to argument '{name}'. "
+            "This input cannot have requires_grad True."
+        )
+
+
+def _check_broadcastable(fn: str, name: str, t: Tensor, other: str, shape) -> None:
+    """RuntimeError unless ``t`` and ``shape`` broadcast together."""
+    for i, (a, b) in enumerate(zip(reversed(t.shape), reversed(shape)), start=1):
+        if a != b and a != 1 and b != 1:
+            raise RuntimeError(
+                f"{fn}: {name} of shape {list(t.shape)} is not broadcastable with the {other} "
+                f"shape {list(shape)}: size {a} does not match size {b} at dimension {-i}"
+            )
+
+
+def _check_fits(fn: str, name: str, t: Tensor, shape, other: str = "input") -> None:
+    """RuntimeError unless broadcasting ``t`` against ``shape`` leaves ``shape`` unchanged
+    (``t`` must broadcast *into* the loss, never enlarge it). Assumes broadcastability."""
+    own = t.shape
+    enlarged = len(own) > len(shape) or any(
+        a != b and b == 1 for a, b in zip(reversed(own), reversed(shape))
+    )
+    if enlarged:
+        big = list(torch.broadcast_shapes(own, shape))
+        raise RuntimeError(
+            f"{fn}: {name} of shape {list(own)} must broadcast into the {other} shape "
+            f"{list(shape)}, but it would enlarge the loss to shape {big}"
+        )
+
+
+def _unwrap_functorch(t: Tensor) -> Tensor:
+    # Under torch.func transforms the tensor is a wrapper (a BatchedTensor under vmap, on which
+    # a value check would be data-dependent control flow, which vmap refuses). The innermost
+    # plain tensor holds every value the wrapper stands for (all samples of a vmap batch), so
+    # checking it is exactly checking each sample.
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def _check_unit_interval(t: Tensor, name: str) -> None:
+    """RuntimeError unless every element of ``t`` lies in [0, 1] (NaN fails), as torch's kernel.
+
+    ``torch._assert_async`` raises at once on CPU, traces under ``torch.compile`` (no graph
+    break, no host sync), and on CUDA becomes a device-side assert, which is what torch's CUDA
+    kernel does for the same check (``CUDA_KERNEL_ASSERT``); so it adds no host synchronisation.
+    """
+    if not torch.compiler.is_compiling():
+        t = _unwrap_functorch(t)
+    torch._assert_async(
+        ((t >= 0) & (t <= 1)).all(), f"all elements of {name} should be between 0 and 1"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# BCE
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Binary cross entropy of probabilities; see :class:`torchloss.BCELoss`.
+
+    :math:`\ell = -w[y\max(\log x, -100) + (1-y)\max(\log(1-x), -100)]`. ``input`` and
+    ``target`` must have the same size and floating dtype, with values in [0, 1]; ``weight``
+    must broadcast into their shape and is not differentiable.
+    """
+    fn = "binary_cross_entropy"
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    code = R.get_enum(reduction)
+    if target.size() != input.size():
+        raise ValueError(
+            f"Using a target size ({target.size()}) that is different to the input size "
+            f"({input.size()}) is deprecated. Please ensure they have the same size."
+        )
+    if weight is not None:
+        _check_broadcastable(fn, "weight", weight, "target", target.shape)
+    _not_differentiable(fn, "weight", weight)
+    if target.dtype != input.dtype:
+        raise RuntimeError(
+            f"{fn}: expected target to have the dtype of input ({_name(input.dtype)}), "
+            f"found dtype {_name(target.dtype)}"
+        )
+    if not input.dtype.is_floating_point:
+        raise NotImplementedError(
+            f"{fn}: input and target must be floating point, got {_name(input.dtype)}"
+        )
+    _check_unit_interval(input, "input")
+    _check_unit_interval(target, "target")
+    if weight is not None:
+        _check_fits(fn, "weight", weight, input.shape)
+        if weight.dtype.is_complex:
+            raise RuntimeError(
+                f"{fn}: weight must be real, got {_name(weight.dtype)} (the loss is "
+                f"{_name(input.dtype)})"
+            )
+    return _bce(input, target, weight, code)
+
+
+# --------------------------------------------------------------------------------------------
+# BCE with logits
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    r"""Binary cross entropy of logits; see :class:`torchloss.BCEWithLogitsLoss`.
+
+    :math:`\ell = -w[p\,y\log\sigma(x) + (1-y)\log\sigma(-x)]`, computed without overflow.
+    ``target`` must have the size of ``input``; its dtype is the result's. ``weight`` and
+    ``pos_weight`` (p) broadcast into the input shape (``pos_weight`` along the trailing class
+    dimension) and are not differentiable in reverse mode.
+    """
+    fn = "binary_cross_entropy_with_logits"
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    code = R.get_enum(reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    _not_differentiable(fn, "weight", weight)
+    _not_differentiable(fn, "pos_weight", pos_weight)
+    if not input.dtype.is_floating_point:
+        raise NotImplementedError(f"{fn}: input must be floating point, got {_name(input.dtype)}")
+    if pos_weight is not None:
+        if pos_weight.dtype == torch.bool or pos_weight.dtype.is_complex:
+            raise RuntimeError(f"{fn}: pos_weight must be a real number tensor, got {_name(pos_weight.dtype)}")
+        _check_broadcastable(fn, "pos_weight", pos_weight, "target", target.shape)
+        _check_fits(fn, "pos_weight", pos_weight, input.shape)
+    if target.dtype.is_complex:
+        # torch returns a complex "loss" here; torchloss does not support complex targets.
+        raise NotImplementedError(f"{fn}: target must be real floating point, got {_name(target.dtype)}")
+    if not target.dtype.is_floating_point:
+        raise RuntimeError(
+            f"{fn}: target must be floating point (the loss has the dtype of target), "
+            f"got {_name(target.dtype)}"
+        )
+    if weight is not None:
+        _check_broadcastable(fn, "weight", weight, "input", input.shape)
+        _check_fits(fn, "weight", weight, input.shape)
+        if weight.dtype.is_complex:
+            raise RuntimeError(f"{fn}: weight must be real, got {_name(weight.dtype)}")
+    return _bce_logits(input, target, weight, pos_weight, code)
+
+
+# --------------------------------------------------------------------------------------------
+# Soft margin
+
+
+def soft_margin_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Soft margin loss :math:`\log(1 + e^{-y x})`; see :class:`torchloss.SoftMarginLoss`.
+
+    ``target`` (usually ±1; integer and bool targets are fine) broadcasts into the shape of
+    ``input`` and is not differentiable. Unlike torch, large :math:`-yx` does not overflow.
+    """
+    fn = "soft_margin_loss"
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    code = R.get_enum(reduction)
+    _not_differentiable(fn, "target", target)
+    if input.dtype == torch.bool:
+        raise RuntimeError(f"{fn}: input must be floating point, got bool")
+    _check_broadcastable(fn, "target", target, "input", input.shape)
+    _check_fits(fn, "target", target, input.shape)
+    if not input.dtype.is_floating_point:
+        if input.dtype.is_complex:
+            # torch computes a complex value here; torchloss supports real inputs only.
+            raise NotImplementedError(f"{fn}: input must be real floating point, got {_name(input.dtype)}")
+        raise RuntimeError(
+            f"{fn}: input must be floating point (the loss has the dtype of input), "
+            f"got {_name(input.dtype)}"
+        )
+    if target.dtype.is_complex:
+        raise RuntimeError(f"{fn}: target must be real, got {_name(target.dtype)} (the loss is {_name(input.dtype)})")
+    return _soft_margin(input, target, code)
+
+# ============================================================================================
+# Likelihoods: PoissonNLL, GaussianNLL, KLDiv
+
+
+_poisson = Dispatch(PoissonNLLLossFunction)
+_gaussian = Dispatch(GaussianNLLLossFunction)
+_kl = Dispatch(KLDivLossFunction)
+
+_PLAIN_REDUCTIONS = ("none", "mean", "sum")
+
+KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+def _require_tensor(fn: str, name: str, position: int, value) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"{fn}(): argument '{name}' (position {position}) must be Tensor, not {type(value).__name__}"
+        )
+
+
+def _require_reduction_string(fn: str, reduction) -> None:
+    # torch builds its message with ``reduction + "..."``, which is a TypeError for non-strings.
+    if not isinstance(reduction, str):
+        raise TypeError(f"{fn}(): reduction must be a string, got {type(reduction).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Poisson
+
+
+def poisson_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    log_input: bool = True,
+    full: bool = False,
+    size_average: bool | None = None,
+    eps: float = 1e-8,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Poisson negative log-likelihood; see :class:`torchloss.PoissonNLLLoss`.
+
+    ``log_input=True``: :math:`e^x - y\,x`; otherwise :math:`x - y\log(x + \text{eps})`. ``full``
+    adds the Stirling term :math:`y\log y - y + \tfrac12\log(2\pi y)` where :math:`y > 1`.
+    ``input`` and ``target`` broadcast (silently). ``reduction`` must be ``'none'``, ``'mean'``
+    or ``'sum'`` (``'elementwise_mean'`` is rejected, as in torch).
+
+    Difference from torch: with ``full=True`` the target gradient at ``y <= 0`` is finite (the
+    non-Stirling part) instead of torch's NaN, which leaks from its masked-out branch.
+    """
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    _require_reduction_string("poisson_nll_loss", reduction)
+    if reduction not in _PLAIN_REDUCTIONS:
+        raise ValueError(
+            f"{reduction} is not a valid value for reduction "
+            "(poisson_nll_loss expects 'none', 'mean' or 'sum')"
+        )
+    _require_tensor("poisson_nll_loss", "input", 1, input)
+    _require_tensor("poisson_nll_loss", "target", 2, target)
+    torch.broadcast_shapes(input.shape, target.shape)
+    # torch's expression subtracts a bool tensor in these cases, which torch refuses
+    x_bool, y_bool = input.dtype == torch.bool, target.dtype == torch.bool
+    if (x_bool and (y_bool or not log_input)) or (y_bool and full):
+        raise RuntimeError(
+            "poisson_nll_loss: bool input/target not supported here (torch would subtract a bool "
+            "tensor); expected numeric tensors"
+        )
+    code = R.get_enum(reduction)
+    return _poisson(input, target, bool(log_input), bool(full), float(eps), code)
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian
+
+
+_NEGATIVE_VAR = "var has negative entry/entries (expected var >= 0)"
+
+
+def _unwrapped(t: Tensor) -> Tensor:
+    """The plain tensor under torch.func's wrappers (vmap's BatchedTensor, grad/jvp's wrappers)."""
+    from torch._C import _functorch
+
+    while _functorch.is_functorch_wrapped_tensor(t):
+        t = _functorch.get_unwrapped(t)
+    return t
+
+
+def _has_negative(var: Tensor) -> bool:
+    """``torch.any(var < 0)``, also under ``torch.func.vmap``.
+
+    The check needs the values on the host, which vmap forbids for a batched tensor (torch's own
+    gaussian_nll_loss fails there). Under torch.func transforms we check the plain tensor
+    underneath instead: it holds the values of every batch member, so a negative entry in any of
+    them raises, as a Python loop over the batch would.
+    """
+    return bool(torch.any(_unwrapped(var) < 0))
+
+
+def _gaussian_var_shape(input: Tensor, var: Tensor) -> bool:
+    """torch's var-shape rule; returns whether var must be unsqueezed (homoscedastic case)."""
+    if var.size() == input.size():
+        return False
+    if input.size()[:-1] == var.size():
+        # one dimension short: (..., ) → (..., 1)
+        return True
+    if input.dim() == var.dim() and sum(v for i, v in zip(input.size(), var.size()) if i != v) == 1:
+        # exactly one mismatching dimension, where var has size 1
+        return False
+    raise ValueError(
+        f"var is of incorrect size: expected var of the input's size {tuple(input.shape)}, or that "
+        f"size without its last dimension, or with one dimension of size 1; got {tuple(var.shape)}"
+    )
+
+
+def gaussian_nll_loss(
+    input: Tensor,
+    target: Tensor,
+    var: Tensor | float,
+    full: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Gaussian negative log-likelihood; see :class:`torchloss.GaussianNLLLoss`.
+
+    :math:`\tfrac12(\log v_c + (x - y)^2 / v_c)` with :math:`v_c = \max(\text{var}, \text{eps})`
+    (the clamp is straight-through for autograd), plus :math:`\tfrac12\log 2\pi` if ``full``.
+    ``var`` is a non-negative tensor of the input's size, of that size without the last dimension
+    (homoscedastic), or with exactly one dimension of size 1, or a non-negative Python float.
+
+    Differences from torch: the negative-var check also works under ``torch.func.vmap`` over
+    ``var`` (torch raises there), and under ``torch.compile`` it runs on the device
+    (``torch._assert_async``: a RuntimeError when the graph runs) instead of breaking the graph;
+    a Python-float var is applied as a constant, so float16/bfloat16
+    inputs see it unrounded, and it also works with complex inputs (torch fails to clamp it).
+    """
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError(_NEGATIVE_VAR)
+    elif not isinstance(var, Tensor):
+        # torch falls through to torch.any(var < 0) and fails with a TypeError there
+        raise TypeError(
+            f"gaussian_nll_loss(): var must be a Tensor or a float, got {type(var).__name__}"
+        )
+    elif torch.compiler.is_compiling():
+        # A host sync would break the graph: check on the device instead (a RuntimeError).
+        torch._assert_async(torch.logical_not(torch.any(var < 0)), _NEGATIVE_VAR)
+    elif _has_negative(var):
+        raise ValueError(_NEGATIVE_VAR)
+    unsqueeze = False
+    var_shape = input.shape
+    if isinstance(var, Tensor):
+        unsqueeze = _gaussian_var_shape(input, var)
+        var_shape = var.shape + (1,) if unsqueeze else var.shape
+    _require_reduction_string("gaussian_nll_loss", reduction)
+    if reduction not in _PLAIN_REDUCTIONS:
+        raise ValueError(f"{reduction} is not valid (reduction must be 'none', 'mean' or 'sum')")
+    if isinstance(var, Tensor) and not (var.is_floating_point() or var.is_complex()):
+        # torch fails clamping an integral var in place
+        raise RuntimeError(
+            f"gaussian_nll_loss(): var must be a floating-point tensor, got {var.dtype}"
+        )
+    torch.broadcast_shapes(input.shape, target.shape, var_shape)
+    if input.dtype == torch.bool or target.dtype == torch.bool:
+        # torch computes input - target, which refuses bool tensors
+        raise RuntimeError(
+            "gaussian_nll_loss: bool input/target not supported (expected numeric tensors)"
+        )
+    code = R.get_enum(reduction)
+    return _gaussian(input, target, var, unsqueeze, bool(full), float(eps), code)
+
+
+# --------------------------------------------------------------------------------------------
+# KL divergence
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> Tensor:
+    r"""KL divergence of ``target`` from ``input`` (log-probabilities); see
+    :class:`torchloss.KLDivLoss`.
+
+    :math:`y(\log y - x)` (``0`` where :math:`y = 0`) or, with ``log_target``,
+    :math:`e^y(y - x)`. ``reduction``: ``'none'``, ``'sum'``, ``'batchmean'`` (sum divided by
+    ``input.size(0)``; no division for a 0-d input) or ``'mean'`` (divides by the number of
+    elements, with torch's warning on every call). Legacy ``size_average``/``reduce`` override
+    ``reduction``, yet a literal ``reduction='batchmean'`` still divides by the batch size, as in
+    torch.
+
+    Difference from torch: code compiled with ``torch.compile`` does not emit the 'mean' warning
+    (TorchDynamo cannot trace ``warnings.warn``; torch's own kl_div is kept whole in the graph).
+    """
+    if size_average is not None or reduce is not None:
+        code = R.get_enum(R.legacy_get_string(size_average, reduce))
+    else:
+        if reduction == "mean" and not torch.compiler.is_compiling():
+            # TorchDynamo cannot trace warnings.warn; compiled code skips the warning
+            warnings.warn(KL_MEAN_WARNING, stacklevel=2)
+        code = R.SUM if reduction == "batchmean" else R.get_enum(reduction)
+    _require_tensor("kl_div", "input", 1, input)
+    _require_tensor("kl_div", "target", 2, target)
+    if input.is_complex() or target.is_complex():
+        raise RuntimeError(
+            f"kl_div: Complex inputs not supported. (expected real floating-point input and target, "
+            f"got {input.dtype} and {target.dtype})"
+        )
+    if not (input.is_floating_point() and target.is_floating_point()):
+        raise RuntimeError(
+            f"kl_div: Integral inputs not supported. (expected floating-point input and target, "
+            f"got {input.dtype} and {target.dtype})"
+        )
+    torch.broadcast_shapes(input.shape, target.shape)
+    divisor = input.size(0) if reduction == "batchmean" and input.dim() != 0 else 1
+    return _kl(input, target, code, divisor, bool(log_target))

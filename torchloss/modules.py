@@ -19,6 +19,12 @@ __all__ = [
     "MSELoss",
     "SmoothL1Loss",
     "HuberLoss",
+    "SoftMarginLoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "PoissonNLLLoss",
+    "GaussianNLLLoss",
+    "KLDivLoss",
 ]
 
 
@@ -102,11 +108,159 @@ class HuberLoss(_Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
+# ============================================================================================
+# Binary: BCE, BCEWithLogits, SoftMargin
 
-# Staged families (each adds its names to __all__).
-from ._modules_binary import *  # noqa: E402,F401,F403
-from ._modules_binary import __all__ as _binary_all  # noqa: E402
-from ._modules_probabilistic import *  # noqa: E402,F401,F403
-from ._modules_probabilistic import __all__ as _probabilistic_all  # noqa: E402
 
-__all__ += _binary_all + _probabilistic_all
+class BCELoss(_WeightedLoss):
+    r"""Binary cross entropy between probabilities ``input`` and ``target``, both in [0, 1].
+
+    :math:`\ell_n = -w_n[y_n\max(\log x_n, -100) + (1-y_n)\max(\log(1-x_n), -100)]`, reduced by
+    ``'mean'`` (over all elements; the weights do not enter the denominator), ``'sum'`` or
+    ``'none'``. ``target`` must have the size and dtype of ``input``; ``weight`` (a buffer)
+    broadcasts into that shape. Prefer :class:`BCEWithLogitsLoss` on logits. Drop-in for
+    :class:`torch.nn.BCELoss`.
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(
+        self, weight: Tensor | None = None, size_average=None, reduce=None, reduction: str = "mean"
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    r"""Binary cross entropy on logits, a numerically stable sigmoid + :class:`BCELoss`.
+
+    :math:`\ell_n = -w_n[p\,y_n\log\sigma(x_n) + (1-y_n)\log\sigma(-x_n)]`, with ``weight``
+    :math:`w` and ``pos_weight`` :math:`p` registered as buffers (in that order, as torch) and
+    broadcast into the input shape; ``pos_weight`` of shape ``(C,)`` (or ``(C, 1, 1)`` for
+    ``(N, C, H, W)``) weighs each class's positives. The result has the dtype of ``target``.
+    Drop-in for :class:`torch.nn.BCEWithLogitsLoss`.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average=None,
+        reduce=None,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+        self.weight: Tensor | None
+        self.pos_weight: Tensor | None
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(
+            input, target, self.weight, pos_weight=self.pos_weight, reduction=self.reduction
+        )
+
+
+class SoftMarginLoss(_Loss):
+    r"""Two-class logistic loss :math:`\ell_n = \log(1 + e^{-y_n x_n})` for targets
+    :math:`y_n \in \{-1, 1\}`; ``target`` broadcasts into the shape of ``input``. Computed
+    without overflow (torch's gives ``inf`` once :math:`-yx \gtrsim 89` in float32). Drop-in for
+    :class:`torch.nn.SoftMarginLoss`.
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean") -> None:
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.soft_margin_loss(input, target, reduction=self.reduction)
+
+# ============================================================================================
+# Likelihoods: PoissonNLL, GaussianNLL, KLDiv
+
+
+class PoissonNLLLoss(_Loss):
+    r"""Negative log-likelihood of a Poisson-distributed target.
+
+    :math:`\ell_n = e^{x_n} - y_n x_n` (``log_input=True``, the input is the log-rate) or
+    :math:`\ell_n = x_n - y_n\log(x_n + \text{eps})` (``log_input=False``, the input is the rate);
+    ``full=True`` adds the Stirling approximation of :math:`\log(y_n!)` for targets above 1.
+    Reduced by ``'mean'`` (default), ``'sum'`` or ``'none'``; input and target broadcast.
+    Drop-in for :class:`torch.nn.PoissonNLLLoss` (whose ``forward`` names its first argument
+    ``log_input`` too).
+    """
+
+    __constants__ = ["log_input", "full", "eps", "reduction"]
+    log_input: bool
+    full: bool
+    eps: float
+
+    def __init__(
+        self,
+        log_input: bool = True,
+        full: bool = False,
+        size_average=None,
+        eps: float = 1e-8,
+        reduce=None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.log_input = log_input
+        self.full = full
+        self.eps = eps
+
+    def forward(self, log_input: Tensor, target: Tensor) -> Tensor:
+        return F.poisson_nll_loss(
+            log_input,
+            target,
+            log_input=self.log_input,
+            full=self.full,
+            eps=self.eps,
+            reduction=self.reduction,
+        )
+
+
+class GaussianNLLLoss(_Loss):
+    r"""Negative log-likelihood of a target under :math:`\mathcal N(\text{input}, \text{var})`.
+
+    :math:`\ell_n = \tfrac12\big(\log v_n + (x_n - y_n)^2 / v_n\big)` with
+    :math:`v_n = \max(\text{var}_n, \text{eps})` (the clamp is invisible to autograd), plus
+    :math:`\tfrac12\log 2\pi` if ``full``. ``var`` has the input's shape, or lacks its last
+    dimension, or has one dimension of size 1, or is a Python float. Keyword-only constructor and
+    no legacy arguments, as :class:`torch.nn.GaussianNLLLoss`.
+    """
+
+    __constants__ = ["full", "eps", "reduction"]
+    full: bool
+    eps: float
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> None:
+        super().__init__(None, None, reduction)
+        self.full = full
+        self.eps = eps
+
+    def forward(self, input: Tensor, target: Tensor, var: Tensor | float) -> Tensor:
+        return F.gaussian_nll_loss(input, target, var, full=self.full, eps=self.eps, reduction=self.reduction)
+
+
+class KLDivLoss(_Loss):
+    r"""Kullback-Leibler divergence of ``target`` from ``input`` (given as log-probabilities).
+
+    :math:`\ell_n = y_n(\log y_n - x_n)`, or :math:`e^{y_n}(y_n - x_n)` with ``log_target=True``.
+    ``reduction='batchmean'`` (sum / batch size) is the true KL divergence; ``'mean'`` (default)
+    divides by the number of elements and warns, as torch. Drop-in for :class:`torch.nn.KLDivLoss`.
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(
+        self, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)

@@ -54,11 +54,6 @@ class Dispatch:
         return self.function.apply(*args)
 
 
-def apply(fn: type[LossFunction], *args):
-    """``fn.apply(*args)`` (eager only: the functional layer uses :class:`Dispatch`)."""
-    return fn.apply(*args)
-
-
 _TO_COMPLEX = {
     torch.float16: torch.complex32,
     torch.bfloat16: torch.complex64,

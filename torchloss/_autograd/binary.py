@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath, unpack
+from ._base import LossFunction, add_tangents, unpack
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))

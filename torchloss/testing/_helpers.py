@@ -58,9 +58,10 @@ def max_error(a: Tensor | None, b: Tensor | None) -> float:
         return math.inf
     if a.numel() == 0:
         return 0.0
-    a64, b64 = a.detach().to("cpu", torch.float64), b.detach().to("cpu", torch.float64)
+    wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64
+    a64, b64 = a.detach().to("cpu", wide), b.detach().to("cpu", wide)
     same = (a64 == b64) | (a64.isnan() & b64.isnan())
-    diff = torch.where(same, torch.zeros_like(a64), (a64 - b64).abs())
+    diff = torch.where(same, 0.0, (a64 - b64).abs())
     return float(diff.max())
 
 

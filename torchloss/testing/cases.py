@@ -190,7 +190,7 @@ def _int_errors(exc):
     return errors
 
 
-CASES: list[LossCase] = [
+_REGRESSION_CASES: list[LossCase] = [
     LossCase(
         "l1_loss",
         "L1Loss",
@@ -250,6 +250,499 @@ CASES: list[LossCase] = [
     ),
 ]
 
+# ============================================================================================
+# Binary: BCE, BCEWithLogits, SoftMargin
+#
+# Case-table entries of the binary losses: BCE, BCEWithLogits, SoftMargin.
+#
+# Samples stay where both implementations are smooth and agree:
+#
+# * BCE: inputs in [0.05, 0.95] (the -100 log clamp and the 1e-12 gradient clamp are far away;
+#   they are compared with torch in ``tests/test_binary_specific.py``); targets soft or hard.
+# * BCEWithLogits: logits up to ±50 in the "large" sample, where the loss is linear or flat but
+#   finite differences still work in float64.
+# * SoftMargin: |y x| up to 50, where torch does not overflow yet (torchloss never does; the
+#   overflow region is tested separately). The target is not differentiable (torch raises if it
+#   requires grad), so only the input is in ``wrt``. A bool target is accepted by torch's forward
+#   but breaks its backward, so it is tested separately.
+#
+# Value-range errors (BCE input/target outside [0, 1]) are listed for the CPU only: on CUDA both
+# torch and torchloss turn them into device-side asserts, which poison the CUDA context.
+
+
+# --------------------------------------------------------------------------------------------
+# BCE
+
+
+def _probs(make: Maker, *shape, dtype=None):
+    return make.uniform(*shape, low=0.05, high=0.95, dtype=dtype)
+
+
+def _hard(make: Maker, *shape, dtype=None):
+    return (make.signs(*shape, dtype=dtype) + 1) / 2
+
+
+def _bce_samples(make: Maker) -> list[Sample]:
+    return [
+        Sample("matrix", (_probs(make, 3, 4), make.uniform(3, 4, low=0.0, high=1.0))),
+        Sample("scalar", (_probs(make), make.uniform(low=0.0, high=1.0))),
+        # hard targets: finite differences would leave [0, 1], so only the input is differentiated
+        Sample("vector-hard", (_probs(make, 5), _hard(make, 5)), wrt=(0,)),
+        Sample("3d", (_probs(make, 2, 3, 4), make.uniform(2, 3, 4, low=0.0, high=1.0))),
+        Sample("weight-full", (_probs(make, 3, 4), _hard(make, 3, 4)), {"weight": make.uniform(3, 4, low=0.2, high=2.0)}, wrt=(0,)),
+        Sample("weight-row", (_probs(make, 3, 4), make.uniform(3, 4, low=0.0, high=1.0)), {"weight": make.uniform(4, low=0.2, high=2.0)}),
+        Sample("weight-col", (_probs(make, 3, 4), make.uniform(3, 4, low=0.0, high=1.0)), {"weight": make.uniform(3, 1, low=0.2, high=2.0)}),
+        Sample("weight-0d", (_probs(make, 3, 4), make.uniform(3, 4, low=0.0, high=1.0)), {"weight": make.uniform(low=0.2, high=2.0)}),
+        Sample("scalar-weight", (_probs(make), make.uniform(low=0.0, high=1.0)), {"weight": make.uniform(low=0.2, high=2.0)}),
+    ]
+
+
+def _bce_errors(make: Maker) -> list[ErrorCase]:
+    x, y = _probs(make, 3, 4), make.uniform(3, 4, low=0.0, high=1.0)
+    other = torch.float32 if make.dtype == torch.float64 else torch.float64
+    errors = [
+        ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase("target-size", (x, y[0]), {}, ValueError, "target size"),
+        ErrorCase("reduction-checked-before-size", (x, y[0]), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase("target-dtype", (x, y.to(other)), {}, RuntimeError, "dtype"),
+        ErrorCase("integer-target", (x, y.long()), {}, RuntimeError, "dtype"),
+        ErrorCase("integer-both", (x.long(), y.long()), {}, NotImplementedError, "floating"),
+        ErrorCase("complex-both", (x.to(torch.complex128), y.to(torch.complex128)), {}, NotImplementedError, "floating"),
+        ErrorCase("weight-mismatch", (x, y), {"weight": make.uniform(5)}, RuntimeError, "weight"),
+        ErrorCase("weight-enlarges", (x, y), {"weight": make.uniform(2, 3, 4)}, RuntimeError, "weight"),
+        ErrorCase("weight-1-for-0d", (x[0, 0], y[0, 0]), {"weight": make.uniform(1)}, RuntimeError, "weight"),
+        ErrorCase(
+            "weight-requires-grad",
+            (x, y),
+            {"weight": make.uniform(4).requires_grad_()},
+            RuntimeError,
+            "not differentiable with respect to argument 'weight'",
+        ),
+        ErrorCase(
+            "weight-requires-grad-before-dtype",
+            (x, y.to(other)),
+            {"weight": make.uniform(4).requires_grad_()},
+            RuntimeError,
+            "argument 'weight'",
+        ),
+        ErrorCase("complex-weight", (x, y), {"weight": make.uniform(4).to(torch.complex128)}, RuntimeError, "weight"),
+    ]
+    if make.device.type == "cpu":
+        errors += [
+            ErrorCase("input-above-1", (x + 1, y), {}, RuntimeError, "input should be between 0 and 1"),
+            ErrorCase("input-negative", (x - 1, y), {"reduction": "none"}, RuntimeError, "input should be between 0 and 1"),
+            ErrorCase("input-nan", (x * float("nan"), y), {}, RuntimeError, "input should be between 0 and 1"),
+            ErrorCase("target-above-1", (x, y + 1), {}, RuntimeError, "target should be between 0 and 1"),
+            ErrorCase("target-nan", (x, y * float("nan")), {"reduction": "sum"}, RuntimeError, "target should be between 0 and 1"),
+        ]
+    return errors
+
+
+def _bce_empty(make: Maker) -> list[Sample]:
+    return [
+        Sample("empty", (_probs(make, 0, 4), make.uniform(0, 4, low=0.0, high=1.0))),
+        Sample("empty-weight", (_probs(make, 0, 4), make.uniform(0, 4, low=0.0, high=1.0)), {"weight": make.uniform(4)}),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# BCE with logits
+
+
+def _soft(make: Maker, *shape, dtype=None):
+    return make.uniform(*shape, low=0.0, high=1.0, dtype=dtype)
+
+
+def _bcel_samples(make: Maker) -> list[Sample]:
+    pw = lambda *s: make.uniform(*s, low=0.3, high=3.0)  # noqa: E731
+    w = lambda *s: make.uniform(*s, low=0.2, high=2.0)  # noqa: E731
+    large = make.magnitude(4, 5, low=20.0, high=50.0)
+    # The large logits meet hard targets (loss ~0 or ~|x|) and soft ones. Not y = 0 with x << 0:
+    # torch's formula cancels there even in float64 (x = -37.5 gives 0, not 5e-17), which would
+    # make the float64 reference of the low-precision test wrong (tested separately).
+    hard = _hard(make, 2, 5)
+    hard = torch.where(large[:2] < 0, torch.ones_like(hard), hard)
+    large_target = torch.cat([hard, _soft(make, 2, 5)])
+    return [
+        Sample("matrix", (make.normal(3, 4, scale=2.0), _soft(make, 3, 4))),
+        Sample("scalar", (make.normal(scale=2.0), _soft(make))),
+        Sample("vector-hard", (make.normal(6, scale=3.0), _hard(make, 6))),
+        Sample("4d", (make.normal(2, 3, 2, 2), _soft(make, 2, 3, 2, 2))),
+        Sample("large-logits", (large, large_target)),
+        Sample("weight-row", (make.normal(3, 4), _soft(make, 3, 4)), {"weight": w(4)}),
+        Sample("weight-col", (make.normal(3, 4), _soft(make, 3, 4)), {"weight": w(3, 1)}),
+        Sample("weight-full", (make.normal(3, 4), _hard(make, 3, 4)), {"weight": w(3, 4)}),
+        Sample("pos-weight-class", (make.normal(3, 4), _soft(make, 3, 4)), {"pos_weight": pw(4)}),
+        Sample("pos-weight-full", (make.normal(3, 4), _hard(make, 3, 4)), {"pos_weight": pw(3, 4)}),
+        Sample("pos-weight-0d", (make.normal(3, 4), _soft(make, 3, 4)), {"pos_weight": pw()}),
+        Sample("pos-weight-C11", (make.normal(2, 3, 2, 2), _soft(make, 2, 3, 2, 2)), {"pos_weight": pw(3, 1, 1)}),
+        Sample(
+            "weight-and-pos-weight",
+            (make.normal(3, 4, scale=2.0), _soft(make, 3, 4)),
+            {"weight": w(3, 1), "pos_weight": pw(4)},
+        ),
+        Sample("scalar-pos-weight", (make.normal(), _soft(make)), {"pos_weight": pw(), "weight": w()}),
+        # The result has the dtype of the target (a float32 target with a float64 input, whose
+        # result cannot be gradchecked, is in tests/test_binary_specific.py).
+        Sample("float64-target", (make.normal(3, 4), _soft(make, 3, 4, dtype=torch.float64))),
+        Sample(
+            "float64-weights",
+            (make.normal(3, 4), _soft(make, 3, 4)),
+            {"weight": w(4).double(), "pos_weight": pw(4).double()},
+        ),
+    ]
+
+
+def _bcel_errors(make: Maker) -> list[ErrorCase]:
+    x, y = make.normal(3, 4), _soft(make, 3, 4)
+    return [
+        ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase("target-size", (x, y[0]), {}, ValueError, "Target size"),
+        ErrorCase("target-broadcast-refused", (x, y[:1]), {}, ValueError, "input size"),
+        ErrorCase("integer-target", (x, y.long()), {}, RuntimeError, "target"),
+        ErrorCase("bool-target", (x, y.bool()), {}, RuntimeError, "target"),
+        ErrorCase("integer-input", (x.long(), y), {}, NotImplementedError, "input"),
+        ErrorCase("complex-input", (x.to(torch.complex128), y), {}, NotImplementedError, "input"),
+        ErrorCase("weight-mismatch", (x, y), {"weight": make.uniform(5)}, RuntimeError, "weight"),
+        ErrorCase("weight-enlarges", (x, y), {"weight": make.uniform(2, 3, 4)}, RuntimeError, "weight"),
+        ErrorCase("pos-weight-mismatch", (x, y), {"pos_weight": make.uniform(5)}, RuntimeError, "pos_weight"),
+        ErrorCase("pos-weight-enlarges", (x, y), {"pos_weight": make.uniform(2, 3, 4)}, RuntimeError, "pos_weight"),
+        ErrorCase("pos-weight-1-for-0d", (x[0, 0], y[0, 0]), {"pos_weight": make.uniform(1)}, RuntimeError, "pos_weight"),
+        ErrorCase("bool-pos-weight", (x, y), {"pos_weight": make.uniform(4).bool()}, RuntimeError, "pos_weight"),
+        ErrorCase(
+            "weight-requires-grad",
+            (x, y),
+            {"weight": make.uniform(4).requires_grad_()},
+            RuntimeError,
+            "not differentiable with respect to argument 'weight'",
+        ),
+        ErrorCase(
+            "pos-weight-requires-grad",
+            (x, y),
+            {"pos_weight": make.uniform(4).requires_grad_()},
+            RuntimeError,
+            "not differentiable with respect to argument 'pos_weight'",
+        ),
+        ErrorCase(
+            "weight-requires-grad-before-shape",
+            (x, y),
+            {"weight": make.uniform(2, 3, 4).requires_grad_()},
+            RuntimeError,
+            "argument 'weight'",
+        ),
+        ErrorCase(
+            "pos-weight-before-weight",
+            (x, y),
+            {"weight": make.uniform(2, 3, 4), "pos_weight": make.uniform(5)},
+            RuntimeError,
+            "pos_weight",
+        ),
+    ]
+
+
+def _bcel_empty(make: Maker) -> list[Sample]:
+    return [
+        Sample("empty", (make.normal(0, 4), _soft(make, 0, 4))),
+        Sample("empty-weights", (make.normal(0, 4), _soft(make, 0, 4)), {"weight": make.uniform(4), "pos_weight": make.uniform(4)}),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Soft margin
+
+
+def _sm_samples(make: Maker) -> list[Sample]:
+    def x(*shape):
+        return make.normal(*shape, scale=2.0)
+
+    return [
+        Sample("matrix", (x(3, 4), make.signs(3, 4)), wrt=(0,)),
+        Sample("scalar", (x(), make.signs()), wrt=(0,)),
+        Sample("3d", (x(2, 3, 4), make.signs(2, 3, 4)), wrt=(0,)),
+        Sample("target-row", (x(3, 4), make.signs(4)), wrt=(0,)),
+        Sample("target-col", (x(3, 4), make.signs(3, 1)), wrt=(0,)),
+        Sample("target-0d", (x(3, 4), make.signs()), wrt=(0,)),
+        Sample("real-targets", (x(3, 4), make.normal(3, 4)), wrt=(0,)),
+        Sample("integer-target", (x(3, 4), make.signs(3, 4, dtype=torch.int64)), wrt=(0,)),
+        Sample("float64-target", (x(3, 4), make.signs(3, 4, dtype=torch.float64)), wrt=(0,)),
+        Sample("large-margins", (make.magnitude(4, 5, low=20.0, high=50.0), make.signs(4, 5)), wrt=(0,)),
+    ]
+
+
+def _sm_errors(make: Maker) -> list[ErrorCase]:
+    x, y = make.normal(3, 4), make.signs(3, 4)
+    return [
+        ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase(
+            "target-requires-grad",
+            (x, y.clone().requires_grad_()),
+            {},
+            RuntimeError,
+            "not differentiable with respect to argument 'target'",
+        ),
+        ErrorCase("target-mismatch", (x, make.signs(5)), {}, RuntimeError, "target"),
+        ErrorCase("target-enlarges", (x, make.signs(2, 3, 4)), {"reduction": "none"}, RuntimeError, "target"),
+        ErrorCase("input-broadcast-refused", (x[0], y), {}, RuntimeError, "target"),
+        ErrorCase("integer-input", (x.long(), y), {}, RuntimeError, "input"),
+        ErrorCase("bool-input", (x > 0, y), {}, RuntimeError, "input"),
+        ErrorCase("complex-target", (x, y.to(torch.complex128)), {}, RuntimeError, "target"),
+    ]
+
+
+def _sm_empty(make: Maker) -> list[Sample]:
+    return [
+        Sample("empty", (make.normal(0, 4), make.signs(0, 4)), wrt=(0,)),
+        Sample("empty-target-row", (make.normal(0, 4), make.signs(4)), wrt=(0,)),
+    ]
+
+
+_BINARY_CASES: list[LossCase] = [
+    LossCase(
+        "binary_cross_entropy",
+        "BCELoss",
+        samples=_bce_samples,
+        errors=_bce_errors,
+        empty=_bce_empty,
+    ),
+    LossCase(
+        "binary_cross_entropy_with_logits",
+        "BCEWithLogitsLoss",
+        samples=_bcel_samples,
+        errors=_bcel_errors,
+        empty=_bcel_empty,
+    ),
+    LossCase(
+        "soft_margin_loss",
+        "SoftMarginLoss",
+        samples=_sm_samples,
+        errors=_sm_errors,
+        empty=_sm_empty,
+        notes="target not differentiable (as torch); torchloss does not overflow for large -y*x",
+    ),
+]
+
+# ============================================================================================
+# Likelihoods: PoissonNLL, GaussianNLL, KLDiv
+#
+# Case-table entries of the likelihood-based losses: PoissonNLL, GaussianNLL, KLDiv.
+#
+# Samples stay away from the points where torchloss deliberately differs from torch or where the
+# loss is not differentiable:
+#
+# * Poisson ``full=True``: targets stay off y = 1 (the Stirling term jumps there) and above 0
+#   (torch's target gradient is NaN at y <= 0; torchloss's is finite, tested separately);
+# * Gaussian: a var below eps is straight-through for autograd (the gradient is not the derivative
+#   of the clamped value), so that sample differentiates input and target only; the var gradient
+#   there is compared with torch in ``tests/test_probabilistic_specific.py``;
+# * KL without ``log_target``: targets > 0 (the target gradient is NaN at 0, in both).
+
+
+def _positive(make: Maker, *shape, low=0.1, high=3.0, avoid=()):
+    return make.magnitude(*shape, low=low, high=high, avoid=avoid, margin=0.1).abs()
+
+
+# --------------------------------------------------------------------------------------------
+# Poisson
+
+
+def _poisson_samples(make: Maker) -> list[Sample]:
+    def targets(*shape):
+        # both sides of the Stirling threshold y = 1, off it by at least 0.1
+        return _positive(make, *shape, low=0.1, high=4.0, avoid=(1.0,))
+
+    def rates(*shape):
+        return make.uniform(*shape, low=0.2, high=3.0)
+
+    return [
+        Sample("log-input", (make.normal(4, 5), targets(4, 5))),
+        Sample("log-input-full", (make.normal(4, 5), targets(4, 5)), {"full": True}),
+        Sample("rate", (rates(4, 5), targets(4, 5)), {"log_input": False}),
+        Sample(
+            "rate-full-eps",
+            (rates(4, 5), targets(4, 5)),
+            {"log_input": False, "full": True, "eps": 0.1},
+        ),
+        Sample("negative-target", (make.normal(3, 4), make.uniform(3, 4, low=-2.0, high=3.0))),
+        Sample("scalar-full", (make.normal(), targets()), {"full": True}),
+        Sample("3d-rate-full", (rates(2, 3, 4), targets(2, 3, 4)), {"log_input": False, "full": True}),
+        Sample("target-broadcast-full", (make.normal(3, 4), targets(4)), {"full": True}),
+        Sample("both-broadcast-full", (rates(3, 1), targets(1, 4)), {"log_input": False, "full": True}),
+    ]
+
+
+def _poisson_errors(make: Maker) -> list[ErrorCase]:
+    x, y = make.normal(3, 4), make.uniform(3, 4, low=0.0, high=3.0)
+    return [
+        ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase(
+            "elementwise-mean", (x, y), {"reduction": "elementwise_mean"}, ValueError, "reduction"
+        ),
+        ErrorCase("bad-broadcast", (x, make.uniform(3, 5)), {}, RuntimeError, "shape"),
+    ]
+
+
+def _poisson_empty(make: Maker) -> list[Sample]:
+    x, rate = make.normal(0, 4), make.uniform(0, 4, low=0.2, high=3.0)
+    y = make.uniform(0, 4, low=0.1, high=3.0)
+    return [
+        Sample("empty", (x, y)),
+        Sample("empty-rate-full", (rate, y), {"log_input": False, "full": True}),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian
+
+
+def _gaussian_samples(make: Maker) -> list[Sample]:
+    def var(*shape):
+        return make.uniform(*shape, low=0.2, high=2.0)
+
+    x, y = make.normal(4, 3), make.normal(4, 3)
+    # var straddling eps = 0.01: entries below are clamped (straight-through for autograd)
+    small = make.uniform(4, 3, low=0.002, high=0.03)
+    def sample(name, in_shape, var_, target_shape=None, wrt=(0, 1, 2), **kwargs):
+        input, target = make.normal(*in_shape), make.normal(*(target_shape or in_shape))
+        return Sample(name, (input, target, var_), kwargs, wrt=wrt)
+
+    return [
+        Sample("same-shape", (x, y, var(4, 3)), wrt=(0, 1, 2)),
+        sample("full", (4, 5), var(4, 5), full=True),
+        sample("homoscedastic-fewer-dims", (4, 3), var(4)),
+        sample("trailing-size-1", (4, 3), var(4, 1)),
+        sample("leading-size-1", (4, 3), var(1, 3), eps=1e-3),
+        sample("3d-middle-size-1", (2, 3, 4), var(2, 1, 4), full=True),
+        sample("1d-scalar-var", (5,), var()),
+        sample("0d", (), var()),
+        sample("float-var", (4, 3), 0.7, wrt=(0, 1)),
+        sample("float-var-below-eps-full", (4, 3), 1e-3, wrt=(0, 1), eps=0.05, full=True),
+        sample("target-broadcast", (4, 3), var(4, 3), target_shape=(1, 3)),
+        sample("target-enlarges", (4, 1), var(4), target_shape=(4, 3)),
+        # straight-through below eps: not the derivative of the value, so no var gradient here
+        Sample("var-below-eps", (x, y, small), {"eps": 0.01}, wrt=(0, 1)),
+    ]
+
+
+def _gaussian_errors(make: Maker) -> list[ErrorCase]:
+    x, y, v = make.normal(4, 3), make.normal(4, 3), make.uniform(4, 3, low=0.2, high=2.0)
+    negative = v.clone()
+    negative[1, 2] = -0.5
+    errors = [
+        ErrorCase("negative-var", (x, y, negative), {}, ValueError, "var has negative"),
+        ErrorCase("negative-float-var", (x, y, -1.0), {}, ValueError, "var has negative"),
+        ErrorCase("int-var", (x, y, 1), {}, TypeError, "var"),
+        ErrorCase("bad-reduction", (x, y, v), {"reduction": "batchmean"}, ValueError, "reduction"),
+        ErrorCase(
+            "elementwise-mean", (x, y, v), {"reduction": "elementwise_mean"}, ValueError, "reduction"
+        ),
+        ErrorCase("bad-target", (x, make.normal(4, 2), v), {}, RuntimeError, "shape"),
+        ErrorCase("integer-var-tensor", (x, y, make.randint(1, 3, 4, 3)), {}, RuntimeError, "var"),
+        # a negative var is reported before a bad shape, and both before a bad reduction
+        ErrorCase(
+            "negative-before-size", (x, y, -make.uniform(3, low=0.1)), {"reduction": "bad"},
+            ValueError, "negative",
+        ),
+        ErrorCase(
+            "size-before-reduction", (x, y, make.uniform(3, low=0.1)), {"reduction": "bad"},
+            ValueError, "incorrect size",
+        ),
+    ]
+    for shape in [(3,), (1,), (), (1, 1), (4, 3, 1), (2, 4, 3), (4, 5)]:
+        bad = make.uniform(*shape, low=0.2, high=2.0)
+        name = "var-size-" + ("x".join(map(str, shape)) or "0d")
+        errors.append(ErrorCase(name, (x, y, bad), {}, ValueError, "var is of incorrect size"))
+    return errors
+
+
+def _gaussian_empty(make: Maker) -> list[Sample]:
+    def e(*shape):
+        return make.normal(*shape)
+
+    return [
+        Sample("empty", (e(0, 3), e(0, 3), make.uniform(0, 3, low=0.2, high=2.0)), wrt=(0, 1, 2)),
+        Sample("empty-homoscedastic", (e(0, 3), e(0, 3), make.uniform(0, low=0.2, high=2.0)), wrt=(0, 1, 2)),
+        Sample("empty-float-var", (e(0, 3), e(0, 3), 0.5), {"full": True}, wrt=(0, 1)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# KL divergence
+
+
+def _log_probs(make: Maker, *shape):
+    # computed in float64 and rounded once, so low-precision samples are exact distributions
+    return make.normal(*shape, dtype=torch.float64).log_softmax(-1).to(make.dtype)
+
+
+def _probability_targets(make: Maker, *shape):
+    return make.normal(*shape, dtype=torch.float64).softmax(-1).to(make.dtype)
+
+
+def _kl_samples(make: Maker) -> list[Sample]:
+    return [
+        Sample("probabilities", (_log_probs(make, 4, 5), _probability_targets(make, 4, 5))),
+        Sample("log-target", (_log_probs(make, 4, 5), _log_probs(make, 4, 5)), {"log_target": True}),
+        Sample("0d", (make.normal(), make.uniform(low=0.1, high=2.0))),
+        Sample("0d-log-target", (make.normal(), make.normal()), {"log_target": True}),
+        Sample("3d-log-target", (_log_probs(make, 2, 3, 4), _log_probs(make, 2, 3, 4)), {"log_target": True}),
+        Sample("target-broadcast", (_log_probs(make, 3, 4), _probability_targets(make, 4))),
+        Sample("target-enlarges", (_log_probs(make, 1, 4), _probability_targets(make, 3, 4))),
+        Sample("unnormalised", (make.normal(3, 4), make.uniform(3, 4, low=0.05, high=3.0))),
+    ]
+
+
+def _kl_errors(make: Maker) -> list[ErrorCase]:
+    x, y = _log_probs(make, 3, 4), _probability_targets(make, 3, 4)
+    i = make.randint(0, 5, 3, 4)
+    return [
+        ErrorCase("bad-reduction", (x, y), {"reduction": "bad"}, ValueError, "reduction"),
+        ErrorCase("integer", (i, i.clone()), {}, RuntimeError, "Integral"),
+        ErrorCase("integer-target", (x, i), {}, RuntimeError, "Integral"),
+        ErrorCase("complex", (x.to(torch.complex128), y), {}, RuntimeError, "Complex"),
+        ErrorCase("bad-broadcast", (x, _probability_targets(make, 3, 5)), {}, RuntimeError, "shape"),
+        # the reduction is validated before the dtypes
+        ErrorCase("reduction-before-dtype", (i, i.clone()), {"reduction": "bad"}, ValueError, "reduction"),
+    ]
+
+
+def _kl_empty(make: Maker) -> list[Sample]:
+    return [
+        Sample("empty", (make.normal(0, 4), make.uniform(0, 4, low=0.1, high=1.0))),
+        Sample("empty-log-target", (make.normal(0, 4), make.normal(0, 4)), {"log_target": True}),
+    ]
+
+
+_PROBABILISTIC_CASES: list[LossCase] = [
+    LossCase(
+        "poisson_nll_loss",
+        "PoissonNLLLoss",
+        samples=_poisson_samples,
+        errors=_poisson_errors,
+        empty=_poisson_empty,
+        notes="full=True: finite target gradient at y <= 0 (torch: NaN).",
+    ),
+    LossCase(
+        "gaussian_nll_loss",
+        "GaussianNLLLoss",
+        samples=_gaussian_samples,
+        errors=_gaussian_errors,
+        empty=_gaussian_empty,
+        legacy=False,
+        forward_arity=3,
+        notes="vmap over a batched var works (torch raises).",
+    ),
+    LossCase(
+        "kl_div",
+        "KLDivLoss",
+        samples=_kl_samples,
+        errors=_kl_errors,
+        empty=_kl_empty,
+        reductions=("none", "mean", "sum", "batchmean"),
+    ),
+]
+
+
+CASES: list[LossCase] = _REGRESSION_CASES + _BINARY_CASES + _PROBABILISTIC_CASES
 
 def get(name: str) -> LossCase:
     for case in CASES:
@@ -257,9 +750,3 @@ def get(name: str) -> LossCase:
             return case
     raise KeyError(name)
 
-
-# Staged families.
-from ._cases_binary import CASES as _binary  # noqa: E402
-from ._cases_probabilistic import CASES as _probabilistic  # noqa: E402
-
-CASES += _binary + _probabilistic
