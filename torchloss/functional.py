@@ -84,12 +84,12 @@ def _require_floating(name: str, input: Tensor, target: Tensor) -> None:
     dtype = torch.promote_types(input.dtype, target.dtype)
     if not dtype.is_floating_point:
         raise NotImplementedError(
-            f"{name}: expected floating-point input and target, got {input_dtype(dtype)} "
-            f"(input {input_dtype(input)}, target {input_dtype(target)})"
+            f"{name}: expected floating-point input and target, got {_name(dtype)} "
+            f"(input {_name(input)}, target {_name(target)})"
         )
 
 
-def input_dtype(t: Tensor | torch.dtype) -> str:
+def _name(t: Tensor | torch.dtype) -> str:
     """``'float32'`` for a float32 tensor or dtype: dtype names for error messages."""
     return str(getattr(t, "dtype", t)).replace("torch.", "")
 
@@ -198,11 +198,11 @@ def huber_loss(
         )
     result = torch.promote_types(input.dtype, target.dtype)
     if not (result.is_floating_point and input.dtype.is_floating_point):
-        pair = f"input {input_dtype(input)}, target {input_dtype(target)}"
+        pair = f"input {_name(input)}, target {_name(target)}"
         if not torch.can_cast(result, input.dtype):
             # Huber's result has the dtype of input (torch's rule), which cannot hold this one.
             raise RuntimeError(
-                f"huber_loss: the loss of {pair} is {input_dtype(result)}, which cannot be cast "
+                f"huber_loss: the loss of {pair} is {_name(result)}, which cannot be cast "
                 f"to the dtype of input"
             )
         raise NotImplementedError(f"huber_loss: expected floating-point input and target, got {pair}")
@@ -220,10 +220,6 @@ _soft_margin = Dispatch(SoftMarginLossFunction)
 
 # --------------------------------------------------------------------------------------------
 # Checks
-
-
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def _not_differentiable(fn: str, name: str, t: Tensor | None) -> None:
@@ -507,15 +503,6 @@ def poisson_nll_loss(
 _NEGATIVE_VAR = "var has negative entry/entries (expected var >= 0)"
 
 
-def _unwrapped(t: Tensor) -> Tensor:
-    """The plain tensor under torch.func's wrappers (vmap's BatchedTensor, grad/jvp's wrappers)."""
-    from torch._C import _functorch
-
-    while _functorch.is_functorch_wrapped_tensor(t):
-        t = _functorch.get_unwrapped(t)
-    return t
-
-
 def _has_negative(var: Tensor) -> bool:
     """``torch.any(var < 0)``, also under ``torch.func.vmap``.
 
@@ -524,7 +511,7 @@ def _has_negative(var: Tensor) -> bool:
     underneath instead: it holds the values of every batch member, so a negative entry in any of
     them raises, as a Python loop over the batch would.
     """
-    return bool(torch.any(_unwrapped(var) < 0))
+    return bool(torch.any(_unwrap_functorch(var) < 0))
 
 
 def _gaussian_var_shape(input: Tensor, var: Tensor) -> bool:
