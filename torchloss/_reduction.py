@@ -71,13 +71,6 @@ def legacy_get_enum(size_average: bool | None, reduce: bool | None, emit_warning
     return get_enum(legacy_get_string(size_average, reduce, emit_warning))
 
 
-def resolve(size_average: bool | None, reduce: bool | None, reduction: str) -> int:
-    """The reduction code a functional uses: legacy arguments, if given, override ``reduction``."""
-    if size_average is not None or reduce is not None:
-        reduction = legacy_get_string(size_average, reduce)
-    return get_enum(reduction)
-
-
 # --------------------------------------------------------------------------------------------
 # The math.
 
