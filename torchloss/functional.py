@@ -8,6 +8,7 @@ happens inside that Function, so the autograd graph of a loss is a single torchl
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import torch
@@ -16,6 +17,11 @@ from torch import Tensor
 from . import _reduction as R
 from ._autograd._base import Dispatch
 from ._autograd.binary import BCELossFunction, BCEWithLogitsLossFunction, SoftMarginLossFunction
+from ._autograd.classification import (
+    CrossEntropyLossFunction,
+    CrossEntropyProbsLossFunction,
+    NLLLossFunction,
+)
 from ._autograd.probabilistic import (
     GaussianNLLLossFunction,
     KLDivLossFunction,
@@ -40,6 +46,8 @@ __all__ = [
     "poisson_nll_loss",
     "gaussian_nll_loss",
     "kl_div",
+    "nll_loss",
+    "cross_entropy",
 ]
 
 _l1 = Dispatch(L1LossFunction)
@@ -634,3 +642,201 @@ def kl_div(
     torch.broadcast_shapes(input.shape, target.shape)
     divisor = input.size(0) if reduction == "batchmean" and input.dim() != 0 else 1
     return _kl(input, target, code, divisor, bool(log_target))
+
+
+# ============================================================================================
+# Classification: NLL, cross entropy
+
+
+_nll = Dispatch(NLLLossFunction)
+_ce = Dispatch(CrossEntropyLossFunction)
+_ce_probs = Dispatch(CrossEntropyProbsLossFunction)
+
+
+def _require_int(fn: str, name: str, position: int, value) -> int:
+    """torch's argument parser for an ``int`` argument: integers and integer-likes (a numpy
+    integer, a one-element integer tensor) pass, ``bool`` and ``float`` are a TypeError."""
+    if isinstance(value, bool) or isinstance(value, float) or not hasattr(value, "__index__"):
+        raise TypeError(
+            f"{fn}(): argument '{name}' (position {position}) must be int, not {type(value).__name__}"
+        )
+    return operator.index(value)
+
+
+def _check_index_targets(fn: str, input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    """torch's ``nll_loss_nd`` checks, in its order: dimensions, batch size, target shape,
+    target dtype, weight shape, input dtype, weight dtype."""
+    if input.dim() < 1:
+        raise ValueError(f"{fn}: expected input with 1 or more dimensions (got {input.dim()})")
+    target_batch = target.size(0) if target.dim() > 0 else 0
+    if input.dim() != 1 and input.size(0) != target_batch:
+        raise ValueError(
+            f"Expected input batch_size ({input.size(0)}) to match target batch_size ({target_batch})."
+        )
+    if input.dim() == 1 and target.dim() == 1 and target.size(0) != 1:
+        raise ValueError(
+            f"For 1D input, 1D target must have size 1, but got target size: {target.size(0)}"
+        )
+    if input.dim() <= 2:
+        if target.dim() > 1:
+            raise RuntimeError(
+                f"{fn}: 0D or 1D target tensor expected, multi-target not supported "
+                f"(got a target of shape {list(target.shape)} for an input of shape {list(input.shape)})"
+            )
+    else:
+        expected = [input.size(0), *input.shape[2:]]
+        if input.dim() == 4 and target.dim() != 3:
+            raise RuntimeError(
+                f"{fn}: only batches of spatial targets supported (3D tensors) but got targets of "
+                f"dimension: {target.dim()}"
+            )
+        if list(target.shape) != expected:
+            raise RuntimeError(
+                f"{fn}: Expected target size {expected}, got {list(target.shape)} "
+                f"(the input's shape {list(input.shape)} without its class dimension 1)"
+            )
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(
+            f"{fn}: expected target dtype to be Long or Byte (int64 or uint8 class indices), "
+            f"but got {_name(target)}"
+        )
+    _check_class_weight(fn, input, weight, prefix="")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{fn}: expected a floating-point input, got {_name(input)}")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(
+            f"{fn}: expected weight of the input's dtype {_name(input)}, got {_name(weight)}"
+        )
+
+
+def _check_class_weight(fn: str, input: Tensor, weight: Tensor | None, prefix: str) -> None:
+    C = input.size(0 if input.dim() == 1 else 1)
+    if weight is not None and (weight.dim() != 1 or weight.numel() != C):
+        raise RuntimeError(
+            f"{prefix}weight tensor should be defined either for all {C} classes or no classes "
+            f"but got weight tensor of shape: {list(weight.shape)}"
+        )
+
+
+def _check_class_range(target: Tensor, n_classes: int, ignore_index: int) -> None:
+    """IndexError unless every target is a class index in ``[0, C)`` or ``ignore_index``.
+
+    On the CPU this reads the targets on the host (torch's CPU kernel does the same, as the
+    values are right there). On other devices, and while ``torch.compile`` traces, it is a
+    ``torch._assert_async`` instead: no host synchronisation, a device-side assert on CUDA like
+    torch's kernel (a RuntimeError rather than an IndexError).
+    """
+    if target.numel() == 0:
+        return
+    if torch.compiler.is_compiling() or target.device.type != "cpu":
+        t = target.long()
+        ok = ((t == ignore_index) | ((t >= 0) & (t < n_classes))).all()
+        torch._assert_async(ok, f"Target out of bounds: class indices must lie in [0, {n_classes})")
+        return
+    t = _unwrap_functorch(target).long()
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if bool(bad.any()):
+        value = int(t[bad][0])
+        raise IndexError(
+            f"Target {value} is out of bounds. (class indices must lie in [0, {n_classes}) "
+            f"or equal ignore_index={ignore_index})"
+        )
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Negative log-likelihood of log-probabilities; see :class:`torchloss.NLLLoss`.
+
+    :math:`\ell_n = -w_{y_n} x_{n, y_n}` (0 where :math:`y_n` = ``ignore_index``) for an input
+    of shape ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` and int64/uint8 class indices of
+    shape ``()``, ``(N)`` or ``(N, d1, ..., dK)``. ``'mean'`` divides by the total weight of the
+    non-ignored targets (NaN when there is none, with a zero gradient, as torch).
+    """
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    code = R.get_enum(reduction)
+    ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
+    _check_index_targets("nll_loss", input, target, weight)
+    _not_differentiable("nll_loss_forward", "weight", weight)
+    _check_class_range(target, input.size(0 if input.dim() == 1 else 1), ignore_index)
+    return _nll(input, target, weight, code, ignore_index)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Cross entropy of logits; see :class:`torchloss.CrossEntropyLoss`.
+
+    The target holds class probabilities when ``target.shape == input.shape`` (torch's rule, by
+    shape alone) and class indices otherwise. Index targets:
+    :math:`\ell = (1-\varepsilon) w_y (\mathrm{lse}(x) - x_y) + \frac{\varepsilon}{C}\sum_c w_c
+    (\mathrm{lse}(x) - x_c)`, 0 at ``ignore_index``, ``'mean'`` dividing by the total weight of
+    the non-ignored targets. Probability targets :math:`t' = (1-\varepsilon) t + \varepsilon/C`:
+    :math:`\ell = \sum_c w_c t'_c (\mathrm{lse}(x) - x_c)`, ``'mean'`` dividing by the number of
+    positions. A negative ``label_smoothing`` counts as 0, as in torch.
+    """
+    if size_average is not None or reduce is not None:
+        reduction = R.legacy_get_string(size_average, reduce)
+    code = R.get_enum(reduction)
+    ignore_index = _require_int("cross_entropy_loss", "ignore_index", 5, ignore_index)
+    smoothing = float(label_smoothing) if label_smoothing > 0 else 0.0
+    if input.shape == target.shape:
+        # class probabilities
+        if not target.is_floating_point():
+            raise RuntimeError(
+                "cross_entropy: Expected floating point type for target with class probabilities "
+                f"(a target of the input's shape), got {_name(target)}"
+            )
+        if ignore_index >= 0:
+            raise RuntimeError(
+                "cross_entropy: ignore_index is not supported for floating point target (class "
+                f"probabilities); got ignore_index={ignore_index}, which must be negative"
+            )
+        if input.dim() == 0:
+            raise IndexError(
+                "cross_entropy: a 0-dimensional input has no class dimension "
+                "(Dimension specified as 1 but tensor has no dimensions)"
+            )
+        _check_class_weight("cross_entropy", input, weight, prefix="cross_entropy: ")
+        if not input.is_floating_point():
+            raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
+        _check_smoothing(smoothing)
+        return _ce_probs(input, target, weight, code, smoothing)[0]
+    _check_smoothing(smoothing)
+    if input.dim() == 0:
+        raise IndexError(
+            "cross_entropy: a 0-dimensional input has no class dimension "
+            "(Dimension out of range (expected to be in range of [-1, 0], but got 1))"
+        )
+    if not input.is_floating_point():
+        raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
+    _check_index_targets("cross_entropy", input, target, weight)
+    _not_differentiable("nll_loss_forward", "weight", weight)
+    _check_class_range(target, input.size(0 if input.dim() == 1 else 1), ignore_index)
+    return _ce(input, target, weight, code, ignore_index, smoothing)[0]
+
+
+def _check_smoothing(smoothing: float) -> None:
+    if smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {smoothing}")
+
+
+# Staged family (adds its names to __all__).
+from ._functional_margin import *  # noqa: E402,F401,F403
+from ._functional_margin import __all__ as _margin_all  # noqa: E402
+
+__all__ += _margin_all

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 from torch.nn import Module
+from typing_extensions import deprecated
 
 from . import _reduction as R
 from . import functional as F
@@ -25,6 +26,9 @@ __all__ = [
     "PoissonNLLLoss",
     "GaussianNLLLoss",
     "KLDivLoss",
+    "NLLLoss",
+    "NLLLoss2d",
+    "CrossEntropyLoss",
 ]
 
 
@@ -264,3 +268,102 @@ class KLDivLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+# --------------------------------------------------------------------------------------------
+# Classification
+
+
+class NLLLoss(_WeightedLoss):
+    r"""Negative log-likelihood of log-probabilities and class indices.
+
+    :math:`\ell_n = -w_{y_n} x_{n,y_n}`, 0 where :math:`y_n` equals ``ignore_index``; ``'mean'``
+    divides by the total weight of the non-ignored targets. Input ``(C)``, ``(N, C)`` or
+    ``(N, C, d1, ..., dK)``; target ``()``, ``(N)`` or ``(N, d1, ..., dK)`` of int64 or uint8.
+    ``weight``: a ``(C)`` buffer. Drop-in for :class:`torch.nn.NLLLoss`.
+    """
+
+    __constants__ = ["ignore_index", "reduction"]
+    ignore_index: int
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(
+            input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
+
+
+@deprecated(
+    "`NLLLoss2d` has been deprecated. "
+    "Please use `NLLLoss` instead as a drop-in replacement and see "
+    "https://pytorch.org/docs/main/nn.html#torch.nn.NLLLoss for more details.",
+    category=FutureWarning,
+)
+class NLLLoss2d(NLLLoss):
+    """Deprecated alias of :class:`NLLLoss` (constructing it warns, as torch's)."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    r"""Cross entropy of unnormalised logits and class indices or class probabilities.
+
+    A target of the input's shape holds probabilities, any other holds class indices (torch's
+    rule). Index targets: :math:`\ell = (1-\varepsilon) w_y(\mathrm{lse}(x) - x_y) +
+    \frac{\varepsilon}{C}\sum_c w_c(\mathrm{lse}(x) - x_c)`, 0 at ``ignore_index``, ``'mean'``
+    over the total target weight. Probabilities: :math:`\ell = \sum_c w_c t'_c (\mathrm{lse}(x) -
+    x_c)` with :math:`t' = (1-\varepsilon)t + \varepsilon/C`, ``'mean'`` over positions. Shapes as
+    :class:`NLLLoss`. Drop-in for :class:`torch.nn.CrossEntropyLoss`.
+    """
+
+    __constants__ = ["ignore_index", "reduction", "label_smoothing"]
+    ignore_index: int
+    label_smoothing: float
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+# Staged family (adds its names to __all__).
+from ._modules_margin import *  # noqa: E402,F401,F403
+from ._modules_margin import __all__ as _margin_all  # noqa: E402
+
+__all__ += _margin_all

@@ -1,0 +1,455 @@
+r"""Classification losses over a class dimension: NLL and cross entropy.
+
+Notation. The input has its classes along dimension ``cd`` (0 for an unbatched ``(C)`` input,
+else 1); a *position* is everything else (a sample, or a sample and a pixel of a
+K-dimensional input). For a position, :math:`x_c` are its scores, :math:`t` its class index,
+:math:`w_c` the class weights (1 if absent), :math:`v = [t \ne \text{ignore\_index}]`, and
+:math:`w_t = v\,w[t]` the weight of its target (0 when ignored).
+
+Reductions. ``'none'`` keeps one value per position (0 at ignored ones); ``'sum'`` adds them;
+``'mean'`` divides the sum by :math:`D = \sum_{\text{positions}} w_t` for index targets (the total
+weight of the non-ignored targets, torch's definition) and by the number of positions for
+probability targets. With the upstream gradient :math:`g` of the reduced value, every position
+receives :math:`g_n = g` (sum), :math:`g/D` (mean) or its own :math:`g_n` (none).
+
+Ignored positions contribute exactly 0 to the loss and to every gradient: they are masked with
+``where`` (never multiplied by 0), so a ``-inf`` score or a ``0/0`` denominator at an ignored
+position cannot leak a NaN, as in torch. When every target is ignored, ``'mean'`` is
+:math:`0/0 = \text{NaN}` and the gradient is 0 (torch's behaviour); the backward divides by
+:math:`D + [\text{nothing is valid}]` so the masked-out quotient is finite even for double
+backward. Non-ignored targets whose weights are all 0 give a NaN loss and NaN gradients, again
+as torch.
+
+Memory. Cross entropy's forward computes the log-sum-exp :math:`\ell = \log\sum_c e^{x_c}` per
+position; the Function returns it as a second, non-differentiable output so ``setup_context``
+can keep it (one value per position, :math:`1/C` of the input). The first-order backward then
+rebuilds the softmax as :math:`s = e^{x - \ell}` from the saved input in one pass, in place.
+torch keeps the :math:`N \times C` log-softmax beside the logits; torchloss keeps only the logits
+(which the caller usually holds anyway) plus :math:`\ell`. A backward that must itself be
+differentiable (``create_graph=True``, ``torch.func``) recomputes :math:`\ell` from the input
+instead of using the saved constant, so higher derivatives stay exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _reduction as R
+from ._base import LossFunction, opmath
+
+
+def _class_dim(input: Tensor | int) -> int:
+    """0 for an unbatched ``(C)`` input, else 1 (``input`` may be given by its number of dims)."""
+    dim = input if isinstance(input, int) else input.dim()
+    return 0 if dim == 1 else 1
+
+
+def _targets(input: Tensor | int, target: Tensor, ignore_index: int):
+    """``(valid, idx)``: the non-ignored mask (shape of the loss) and the class indices with a
+    size-1 class dimension, ignored positions pointing at class 0 (any valid index would do).
+
+    Targets are compared in int64, as ATen's kernels read them: a uint8 target of 156 is not
+    ``ignore_index=-100`` (uint8 arithmetic would wrap -100 to 156).
+    """
+    t = target.long()
+    if _class_dim(input) == 0:
+        t = t.reshape(())  # an unbatched input takes a () or (1,) target; the loss is ()
+    valid = t != ignore_index
+    idx = torch.where(valid, t, 0).unsqueeze(_class_dim(input))
+    return valid, idx
+
+
+def _class_view(weight: Tensor, input: Tensor) -> Tensor:
+    """The (C) weight shaped to broadcast along the class dimension of ``input``."""
+    if input.dim() <= 1:
+        return weight
+    shape = [1] * input.dim()
+    shape[1] = weight.shape[0]
+    return weight.view(shape)
+
+
+def _target_weight(weight: Tensor | None, valid: Tensor, idx: Tensor, cd: int, dtype) -> Tensor:
+    r""":math:`w_t = v\,w[t]` per position (``valid`` as 0/1 without a weight)."""
+    if weight is None:
+        return valid.to(dtype)
+    return torch.where(valid, opmath(weight).take(idx.squeeze(cd)), 0)
+
+
+def _per_position(grad: Tensor, reduction: int, denominator) -> Tensor:
+    """The gradient each position's loss receives (``denominator`` only for 'mean')."""
+    if reduction == R.MEAN:
+        return grad / denominator
+    return grad
+
+
+def _reduce_by(loss: Tensor, reduction: int, denominator) -> Tensor:
+    if reduction == R.MEAN:
+        return loss.sum() / denominator
+    if reduction == R.SUM:
+        return loss.sum()
+    return loss
+
+
+def _safe_total(wt: Tensor, valid: Tensor) -> Tensor:
+    """:math:`D`, plus 1 when no target is valid (then every quotient is masked out anyway): the
+    backward divides by this so that the masked quotient, and its own derivative, are finite."""
+    total = wt.sum()
+    return total + (~valid).all().to(total.dtype)
+
+
+def _first_order_only() -> bool:
+    """True when the backward being run will not itself be differentiated (grad mode is off
+    unless ``create_graph=True`` or a ``torch.func`` transform is active): saved forward values
+    may then stand in for recomputation."""
+    return not torch.is_grad_enabled()
+
+
+def _in_place_ok(*tensors: Tensor) -> bool:
+    """Whether a first-order backward may update its temporaries in place: eager mode on plain
+    tensors (functorch wrappers, such as vmap's BatchedTensor, may differ in batching from one
+    another; under ``torch.compile`` the compiler fuses the out-of-place ops anyway)."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return False
+    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# NLL
+
+
+def _nll_saved(ctx):
+    saved = ctx.saved_tensors
+    target, weight = saved[0], (saved[1] if len(saved) > 1 else None)
+    valid, idx = _targets(ctx.dim, target, ctx.ignore_index)
+    cd = _class_dim(ctx.dim)
+    compute = torch.float32 if ctx.dtype in (torch.float16, torch.bfloat16) else ctx.dtype
+    wt = _target_weight(weight, valid, idx, cd, compute)
+    return cd, valid, idx, wt
+
+
+class NLLLossFunction(LossFunction):
+    r"""Negative log-likelihood of given log-probabilities: :math:`l = -w_t\, x_t`.
+
+    The loss is linear in :math:`x`: :math:`\partial l/\partial x_c = -w_t\,[c = t]`, so the
+    backward scatters :math:`-g_n w_t` into a zero tensor at each target class (with ``scatter``,
+    which is differentiable in its source: the double backward w.r.t. the upstream gradient is a
+    ``gather``), and the second derivative w.r.t. :math:`x` is 0. The tangent is
+    :math:`\dot l = -w_t\,\dot x_t`. Only the target and weight are saved, not the input: the
+    gradient does not depend on it (torch keeps the input).
+
+    ``'mean'`` divides by :math:`D = \sum w_t`; the weight is not differentiable (as torch).
+    """
+
+    @staticmethod
+    def forward(input, target, weight, reduction, ignore_index):
+        cd = _class_dim(input)
+        x = opmath(input)
+        valid, idx = _targets(input, target, ignore_index)
+        picked = x.gather(cd, idx).squeeze(cd)
+        wt = _target_weight(weight, valid, idx, cd, x.dtype)
+        loss = torch.where(valid, -picked if weight is None else -(wt * picked), 0)
+        return _reduce_by(loss, reduction, wt.sum()).to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, weight, reduction, ignore_index = inputs
+        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.shape, ctx.dtype, ctx.dim = input.shape, input.dtype, input.dim()
+        ctx.device = input.device
+        tensors = (target,) if weight is None else (target, weight)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        cd, valid, idx, wt = _nll_saved(ctx)
+        g = _per_position(opmath(grad), ctx.reduction, _safe_total(wt, valid) if ctx.reduction == R.MEAN else None)
+        coef = torch.where(valid, -(wt * g), 0).to(ctx.dtype)
+        gx = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+        gx = gx.scatter(cd, idx, coef.unsqueeze(cd))
+        return gx, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input, _t, _w, _r, _i):
+        cd, valid, idx, wt = _nll_saved(ctx)
+        picked = opmath(t_input).gather(cd, idx).squeeze(cd)
+        t_loss = torch.where(valid, -(wt * picked), 0)
+        return _reduce_by(t_loss, ctx.reduction, wt.sum()).to(ctx.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross entropy, class-index targets
+
+
+class CrossEntropyLossFunction(LossFunction):
+    r"""Cross entropy of logits and class indices, with class weights and label smoothing.
+
+    With :math:`\ell = \log\sum_c e^{x_c}`, :math:`-\log p_c = \ell - x_c`,
+    :math:`s = \operatorname{softmax}(x)`, smoothing :math:`\varepsilon` and
+    :math:`W = \sum_c w_c`, each position's loss is (0 where ignored)
+
+    .. math::
+        l = (1-\varepsilon)\, w_t\,(\ell - x_t)
+            + \frac{\varepsilon}{C} \sum_c w_c\,(\ell - x_c).
+
+    Since :math:`\partial \ell/\partial x_c = s_c`,
+
+    .. math::
+        \frac{\partial l}{\partial x_c}
+          = s_c\Big[(1-\varepsilon)\,w_t + \frac{\varepsilon}{C}\,W\Big]
+            - (1-\varepsilon)\,w_t\,[c = t] - \frac{\varepsilon}{C}\,w_c,
+
+    (:math:`v` folded into the coefficients), which the backward forms as one scaled softmax, a
+    scatter-add at the targets and, with smoothing, one broadcast subtraction. The tangent is
+    :math:`\dot l = (1-\varepsilon)\,w_t(\langle s, \dot x\rangle - \dot x_t) + \frac{\varepsilon}{C}
+    (W\langle s, \dot x\rangle - \langle w, \dot x\rangle)`.
+
+    Numerics: :math:`\ell` is a ``logsumexp`` (shifted by the row maximum), so logits of any
+    magnitude are fine; :math:`\ell - x_c` is formed before any multiplication, so the smoothing
+    term never subtracts two large sums (:math:`W\ell - \sum w_c x_c` would cancel
+    catastrophically for logits near 1e4 in float32). A ``-inf`` logit gives :math:`s_c = 0`, an
+    infinite loss if it is the target's (or with smoothing), as in torch.
+
+    Returns ``(loss, lse)``; ``lse`` (:math:`\ell` with a size-1 class dimension) is
+    non-differentiable and only kept for the backward (see the module docstring).
+    """
+
+    @staticmethod
+    def forward(input, target, weight, reduction, ignore_index, smoothing):
+        cd = _class_dim(input)
+        x = opmath(input)
+        lse = torch.logsumexp(x, cd, keepdim=True)
+        valid, idx = _targets(input, target, ignore_index)
+        loss = (lse - x.gather(cd, idx)).squeeze(cd)  # -log p_t
+        wt = _target_weight(weight, valid, idx, cd, x.dtype)
+        if weight is not None:
+            loss = loss * wt
+        if smoothing > 0:
+            neg_logp = lse - x
+            if weight is not None:
+                neg_logp = neg_logp * _class_view(opmath(weight), input)
+            loss = (1 - smoothing) * loss + (smoothing / x.shape[cd]) * neg_logp.sum(cd)
+        loss = torch.where(valid, loss, 0)
+        return _reduce_by(loss, reduction, wt.sum()).to(input.dtype), lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, weight, reduction, ignore_index, smoothing = inputs
+        ctx.reduction, ctx.ignore_index, ctx.smoothing = reduction, ignore_index, smoothing
+        lse = output[1]
+        ctx.mark_non_differentiable(lse)
+        tensors = (input, target, lse) if weight is None else (input, target, lse, weight)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_lse):
+        saved = ctx.saved_tensors
+        input, target, saved_lse = saved[:3]
+        weight = saved[3] if len(saved) > 3 else None
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        eps = ctx.smoothing
+        cd = _class_dim(input)
+        x = opmath(input)
+        C = x.shape[cd]
+        valid, idx = _targets(input, target, ctx.ignore_index)
+        wt = _target_weight(weight, valid, idx, cd, x.dtype)
+        g = opmath(grad)
+        if ctx.reduction == R.MEAN:
+            g = g / _safe_total(wt, valid)
+        a = torch.where(valid, g, 0)  # per position; 0 where ignored
+        a_target = a * wt if weight is not None else a
+        if eps > 0:
+            a_target = (1 - eps) * a_target
+            # (ε/C)·W without a weight is ε
+            a_softmax = a_target + a * (eps if weight is None else (eps / C) * opmath(weight).sum())
+        else:
+            a_softmax = a_target
+        a_softmax, a_target = a_softmax.unsqueeze(cd), a_target.unsqueeze(cd)
+        if _in_place_ok(x, saved_lse, grad):
+            # s = exp(x - ℓ) with the saved ℓ, scaled and corrected in place: one N×C buffer.
+            gx = torch.sub(x, saved_lse).exp_().mul_(a_softmax)
+            gx.scatter_add_(cd, idx, a_target.neg())
+            if eps > 0:
+                gx.sub_(_smoothing_term(a, weight, input, eps, C, cd))
+        else:
+            # recomputed where the backward is differentiated: ℓ must then depend on x
+            lse = saved_lse if _first_order_only() else torch.logsumexp(x, cd, keepdim=True)
+            gx = torch.exp(x - lse) * a_softmax
+            gx = gx.scatter_add(cd, idx, -a_target)
+            if eps > 0:
+                gx = gx - _smoothing_term(a, weight, input, eps, C, cd)
+        return gx.to(input.dtype), None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input, _t, _w, _r, _i, _s):
+        saved = ctx.saved_tensors
+        input, target = saved[:2]
+        weight = saved[3] if len(saved) > 3 else None
+        eps = ctx.smoothing
+        cd = _class_dim(input)
+        x, tx = opmath(input), opmath(t_input)
+        C = x.shape[cd]
+        lse = torch.logsumexp(x, cd, keepdim=True)
+        s = torch.exp(x - lse)
+        valid, idx = _targets(input, target, ctx.ignore_index)
+        wt = _target_weight(weight, valid, idx, cd, x.dtype)
+        mean_dot = (s * tx).sum(cd)  # <s, ẋ>, the tangent of ℓ
+        t_loss = mean_dot - tx.gather(cd, idx).squeeze(cd)
+        if weight is not None:
+            t_loss = t_loss * wt
+        if eps > 0:
+            if weight is None:
+                t_smooth = C * mean_dot - tx.sum(cd)
+            else:
+                w = opmath(weight)
+                t_smooth = w.sum() * mean_dot - (tx * _class_view(w, input)).sum(cd)
+            t_loss = (1 - eps) * t_loss + (eps / C) * t_smooth
+        t_loss = torch.where(valid, t_loss, 0)
+        return _reduce_by(t_loss, ctx.reduction, wt.sum()).to(input.dtype), None
+
+
+def _smoothing_term(a: Tensor, weight: Tensor | None, input: Tensor, eps: float, C: int, cd: int) -> Tensor:
+    r""":math:`\frac{\varepsilon}{C}\,a_n\,w_c`: the gradient of the smoothing term's
+    :math:`-\sum_c w_c x_c` part (broadcast over classes without a weight)."""
+    term = (eps / C) * a.unsqueeze(cd)
+    if weight is not None:
+        term = term * _class_view(opmath(weight), input)
+    return term
+
+
+# --------------------------------------------------------------------------------------------
+# Cross entropy, class-probability targets
+
+
+def _positions(input: Tensor) -> int:
+    """'mean' denominator of probability targets: numel / C (0 when the input is empty)."""
+    C = input.shape[_class_dim(input)]
+    return input.numel() // C if C else 0
+
+
+class CrossEntropyProbsLossFunction(LossFunction):
+    r"""Cross entropy of logits and class probabilities (``target.shape == input.shape``).
+
+    With smoothing the target becomes :math:`t' = (1-\varepsilon)\,t + \varepsilon/C`; then, with
+    :math:`A = \sum_c w_c t'_c`,
+
+    .. math::
+        l = \sum_c w_c\, t'_c\,(\ell - x_c), \qquad
+        \frac{\partial l}{\partial x_c} = s_c A - w_c t'_c, \qquad
+        \frac{\partial l}{\partial t_c} = (1-\varepsilon)\,w_c\,(\ell - x_c), \qquad
+        \frac{\partial l}{\partial w_c} = t'_c\,(\ell - x_c).
+
+    ``'mean'`` divides by the number of positions (``numel / C``; the weights are not part of
+    the denominator, as in torch). Target and weight are differentiable here. The result dtype
+    is the promotion of input, target and weight, and the arithmetic runs in it (float32 for
+    float16/bfloat16), so a float64 target gets a float64 log-softmax. Returns ``(loss, lse)`` as
+    :class:`CrossEntropyLossFunction`.
+    """
+
+    @staticmethod
+    def forward(input, target, weight, reduction, smoothing):
+        dtype = input.dtype if weight is None else torch.promote_types(input.dtype, weight.dtype)
+        dtype = torch.promote_types(dtype, target.dtype)
+        compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        cd = _class_dim(input)
+        x = input.to(compute)
+        lse = torch.logsumexp(x, cd, keepdim=True)
+        t = _smoothed(target.to(compute), smoothing, x.shape[cd])
+        term = t * (lse - x)
+        if weight is not None:
+            term = term * _class_view(weight.to(compute), input)
+        loss = term.sum(cd)
+        return _reduce_by(loss, reduction, _positions(input)).to(dtype), lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, weight, reduction, smoothing = inputs
+        ctx.reduction, ctx.smoothing = reduction, smoothing
+        lse = output[1]
+        ctx.mark_non_differentiable(lse)
+        tensors = (input, target, lse) if weight is None else (input, target, lse, weight)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_lse):
+        saved = ctx.saved_tensors
+        input, target, saved_lse = saved[:3]
+        weight = saved[3] if len(saved) > 3 else None
+        need_x, need_t, need_w = ctx.needs_input_grad[:3]
+        eps = ctx.smoothing
+        cd = _class_dim(input)
+        compute = saved_lse.dtype
+        x = input.to(compute)
+        C = x.shape[cd]
+        t = _smoothed(target.to(compute), eps, C)
+        w = None if weight is None else _class_view(weight.to(compute), input)
+        g = grad.to(compute)
+        if ctx.reduction == R.MEAN:
+            g = g / _positions(input)
+        elif ctx.reduction == R.NONE:
+            g = g.unsqueeze(cd)
+        fast = _in_place_ok(x, saved_lse, grad)
+        lse = saved_lse if _first_order_only() else torch.logsumexp(x, cd, keepdim=True)
+        wt = t if w is None else w * t
+        gx = gt = gw = None
+        if need_x:
+            total = wt.sum(cd, keepdim=True)  # A
+            if fast:
+                gx = torch.sub(x, lse).exp_().mul_(total).sub_(wt).mul_(g)
+            else:
+                gx = (torch.exp(x - lse) * total - wt) * g
+            gx = gx.to(input.dtype)
+        if need_t or need_w:
+            neg_logp = (lse - x) * g
+            if need_t:
+                gt = neg_logp * (1 - eps) if w is None else neg_logp * ((1 - eps) * w)
+                gt = gt.to(target.dtype)
+            if need_w:
+                gw = R.sum_to(neg_logp * t, _class_view(weight, input)).reshape(weight.shape)
+                gw = gw.to(weight.dtype)
+        return gx, gt, gw, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input, t_target, t_weight, _r, _s):
+        saved = ctx.saved_tensors
+        input, target, saved_lse = saved[:3]
+        weight = saved[3] if len(saved) > 3 else None
+        eps = ctx.smoothing
+        cd = _class_dim(input)
+        compute = saved_lse.dtype
+        x = input.to(compute)
+        C = x.shape[cd]
+        lse = torch.logsumexp(x, cd, keepdim=True)
+        t = _smoothed(target.to(compute), eps, C)
+        w = None if weight is None else _class_view(weight.to(compute), input)
+        wt = t if w is None else w * t
+        dot = None
+        if t_input is not None:
+            tx = t_input.to(compute)
+            dot = (torch.exp(x - lse) * wt.sum(cd, keepdim=True) - wt) * tx
+        neg_logp = lse - x
+        if t_target is not None:
+            tt = (1 - eps) * t_target.to(compute)
+            term = neg_logp * tt if w is None else neg_logp * w * tt
+            dot = term if dot is None else dot + term
+        if t_weight is not None:
+            term = neg_logp * t * _class_view(t_weight.to(compute), input)
+            dot = term if dot is None else dot + term
+        t_loss = dot.sum(cd)
+        out_dtype = ctx.saved_tensors[0].dtype
+        out_dtype = torch.promote_types(out_dtype, target.dtype)
+        if weight is not None:
+            out_dtype = torch.promote_types(out_dtype, weight.dtype)
+        return _reduce_by(t_loss, ctx.reduction, _positions(input)).to(out_dtype), None
+
+
+def _smoothed(target: Tensor, smoothing: float, C: int) -> Tensor:
+    if smoothing > 0:
+        return target * (1 - smoothing) + smoothing / C
+    return target
