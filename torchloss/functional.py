@@ -815,7 +815,7 @@ def cross_entropy(
         if not input.is_floating_point():
             raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
         _check_smoothing(smoothing)
-        return _ce_probs(input, target, weight, code, smoothing)[0]
+        return _ce_probs(input, target, weight, code, smoothing)
     _check_smoothing(smoothing)
     if input.dim() == 0:
         raise IndexError(
@@ -827,7 +827,7 @@ def cross_entropy(
     _check_index_targets("cross_entropy", input, target, weight)
     _not_differentiable("nll_loss_forward", "weight", weight)
     _check_class_range(target, input.size(0 if input.dim() == 1 else 1), ignore_index)
-    return _ce(input, target, weight, code, ignore_index, smoothing)[0]
+    return _ce(input, target, weight, code, ignore_index, smoothing)
 
 
 def _check_smoothing(smoothing: float) -> None:

@@ -20,14 +20,12 @@ position cannot leak a NaN, as in torch. When every target is ignored, ``'mean'`
 backward. Non-ignored targets whose weights are all 0 give a NaN loss and NaN gradients, again
 as torch.
 
-Memory. Cross entropy's forward computes the log-sum-exp :math:`\ell = \log\sum_c e^{x_c}` per
-position; the Function returns it as a second, non-differentiable output so ``setup_context``
-can keep it (one value per position, :math:`1/C` of the input). The first-order backward then
-rebuilds the softmax as :math:`s = e^{x - \ell}` from the saved input in one pass, in place.
-torch keeps the :math:`N \times C` log-softmax beside the logits; torchloss keeps only the logits
-(which the caller usually holds anyway) plus :math:`\ell`. A backward that must itself be
-differentiable (``create_graph=True``, ``torch.func``) recomputes :math:`\ell` from the input
-instead of using the saved constant, so higher derivatives stay exact.
+Memory. Cross entropy saves only its inputs for backward: the logits, the targets and the
+weight. The backward recomputes the softmax from the logits in one fused pass
+(``torch.softmax``, which computes in float32 for float16/bfloat16 logits without an upcast copy)
+and scales and corrects it in place when the backward will not itself be differentiated. torch
+instead keeps the :math:`N \times C` log-softmax beside the logits (plus a total weight), so
+torchloss never keeps more, and nothing beside the logits that the caller usually still holds.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
+from ._base import _LOW_PRECISION as _HALF
 from ._base import LossFunction, opmath
 
 
@@ -98,16 +97,21 @@ def _safe_total(wt: Tensor, valid: Tensor) -> Tensor:
     return total + (~valid).all().to(total.dtype)
 
 
-def _first_order_only() -> bool:
-    """True when the backward being run will not itself be differentiated (grad mode is off
-    unless ``create_graph=True`` or a ``torch.func`` transform is active): saved forward values
-    may then stand in for recomputation."""
-    return not torch.is_grad_enabled()
+def _saved(ctx):
+    """``(input, target, weight)`` of a cross-entropy Function (weight ``None`` when absent)."""
+    saved = ctx.saved_tensors
+    return saved[0], saved[1], (saved[2] if len(saved) > 2 else None)
+
+
+def _softmax(input: Tensor, cd: int) -> Tensor:
+    """Softmax along the class dimension, in float32 for float16/bfloat16 (no upcast copy)."""
+    return torch.softmax(input, cd, dtype=torch.float32 if input.dtype in _HALF else None)
 
 
 def _in_place_ok(*tensors: Tensor) -> bool:
-    """Whether a first-order backward may update its temporaries in place: eager mode on plain
-    tensors (functorch wrappers, such as vmap's BatchedTensor, may differ in batching from one
+    """Whether a backward may update its temporaries in place: only when it will not itself be
+    differentiated (grad mode is off unless ``create_graph=True`` or a ``torch.func`` transform
+    is active), in eager mode, on plain tensors (functorch wrappers, such as vmap's BatchedTensor, may differ in batching from one
     another; under ``torch.compile`` the compiler fuses the out-of-place ops anyway)."""
     if torch.compiler.is_compiling() or torch.is_grad_enabled():
         return False
@@ -213,8 +217,7 @@ class CrossEntropyLossFunction(LossFunction):
     catastrophically for logits near 1e4 in float32). A ``-inf`` logit gives :math:`s_c = 0`, an
     infinite loss if it is the target's (or with smoothing), as in torch.
 
-    Returns ``(loss, lse)``; ``lse`` (:math:`\ell` with a size-1 class dimension) is
-    non-differentiable and only kept for the backward (see the module docstring).
+    Only the inputs are saved; the backward recomputes :math:`s` (see the module docstring).
     """
 
     @staticmethod
@@ -233,23 +236,19 @@ class CrossEntropyLossFunction(LossFunction):
                 neg_logp = neg_logp * _class_view(opmath(weight), input)
             loss = (1 - smoothing) * loss + (smoothing / x.shape[cd]) * neg_logp.sum(cd)
         loss = torch.where(valid, loss, 0)
-        return _reduce_by(loss, reduction, wt.sum()).to(input.dtype), lse
+        return _reduce_by(loss, reduction, wt.sum()).to(input.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, reduction, ignore_index, smoothing = inputs
         ctx.reduction, ctx.ignore_index, ctx.smoothing = reduction, ignore_index, smoothing
-        lse = output[1]
-        ctx.mark_non_differentiable(lse)
-        tensors = (input, target, lse) if weight is None else (input, target, lse, weight)
+        tensors = (input, target) if weight is None else (input, target, weight)
         ctx.save_for_backward(*tensors)
         ctx.save_for_forward(*tensors)
 
     @staticmethod
-    def backward(ctx, grad, _grad_lse):
-        saved = ctx.saved_tensors
-        input, target, saved_lse = saved[:3]
-        weight = saved[3] if len(saved) > 3 else None
+    def backward(ctx, grad):
+        input, target, weight = _saved(ctx)
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
         eps = ctx.smoothing
@@ -270,32 +269,26 @@ class CrossEntropyLossFunction(LossFunction):
         else:
             a_softmax = a_target
         a_softmax, a_target = a_softmax.unsqueeze(cd), a_target.unsqueeze(cd)
-        if _in_place_ok(x, saved_lse, grad):
-            # s = exp(x - ℓ) with the saved ℓ, scaled and corrected in place: one N×C buffer.
-            gx = torch.sub(x, saved_lse).exp_().mul_(a_softmax)
-            gx.scatter_add_(cd, idx, a_target.neg())
+        gx = _softmax(input, cd)
+        if _in_place_ok(gx, a_softmax):
+            # scaled and corrected in place: the softmax buffer becomes the gradient
+            gx.mul_(a_softmax).scatter_add_(cd, idx, a_target.neg())
             if eps > 0:
                 gx.sub_(_smoothing_term(a, weight, input, eps, C, cd))
         else:
-            # recomputed where the backward is differentiated: ℓ must then depend on x
-            lse = saved_lse if _first_order_only() else torch.logsumexp(x, cd, keepdim=True)
-            gx = torch.exp(x - lse) * a_softmax
-            gx = gx.scatter_add(cd, idx, -a_target)
+            gx = (gx * a_softmax).scatter_add(cd, idx, -a_target)
             if eps > 0:
                 gx = gx - _smoothing_term(a, weight, input, eps, C, cd)
         return gx.to(input.dtype), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, t_input, _t, _w, _r, _i, _s):
-        saved = ctx.saved_tensors
-        input, target = saved[:2]
-        weight = saved[3] if len(saved) > 3 else None
+        input, target, weight = _saved(ctx)
         eps = ctx.smoothing
         cd = _class_dim(input)
         x, tx = opmath(input), opmath(t_input)
         C = x.shape[cd]
-        lse = torch.logsumexp(x, cd, keepdim=True)
-        s = torch.exp(x - lse)
+        s = _softmax(input, cd)
         valid, idx = _targets(input, target, ctx.ignore_index)
         wt = _target_weight(weight, valid, idx, cd, x.dtype)
         mean_dot = (s * tx).sum(cd)  # <s, ẋ>, the tangent of ℓ
@@ -310,7 +303,7 @@ class CrossEntropyLossFunction(LossFunction):
                 t_smooth = w.sum() * mean_dot - (tx * _class_view(w, input)).sum(cd)
             t_loss = (1 - eps) * t_loss + (eps / C) * t_smooth
         t_loss = torch.where(valid, t_loss, 0)
-        return _reduce_by(t_loss, ctx.reduction, wt.sum()).to(input.dtype), None
+        return _reduce_by(t_loss, ctx.reduction, wt.sum()).to(input.dtype)
 
 
 def _smoothing_term(a: Tensor, weight: Tensor | None, input: Tensor, eps: float, C: int, cd: int) -> Tensor:
@@ -336,117 +329,102 @@ class CrossEntropyProbsLossFunction(LossFunction):
     r"""Cross entropy of logits and class probabilities (``target.shape == input.shape``).
 
     With smoothing the target becomes :math:`t' = (1-\varepsilon)\,t + \varepsilon/C`; then, with
-    :math:`A = \sum_c w_c t'_c`,
+    :math:`-\log p_c = \ell - x_c` and :math:`A = \sum_c w_c t'_c`,
 
     .. math::
-        l = \sum_c w_c\, t'_c\,(\ell - x_c), \qquad
+        l = -\sum_c w_c\, t'_c \log p_c, \qquad
         \frac{\partial l}{\partial x_c} = s_c A - w_c t'_c, \qquad
-        \frac{\partial l}{\partial t_c} = (1-\varepsilon)\,w_c\,(\ell - x_c), \qquad
-        \frac{\partial l}{\partial w_c} = t'_c\,(\ell - x_c).
+        \frac{\partial l}{\partial t_c} = -(1-\varepsilon)\,w_c \log p_c, \qquad
+        \frac{\partial l}{\partial w_c} = -t'_c \log p_c,
 
-    ``'mean'`` divides by the number of positions (``numel / C``; the weights are not part of
-    the denominator, as in torch). Target and weight are differentiable here. The result dtype
-    is the promotion of input, target and weight, and the arithmetic runs in it (float32 for
-    float16/bfloat16), so a float64 target gets a float64 log-softmax. Returns ``(loss, lse)`` as
-    :class:`CrossEntropyLossFunction`.
+    the first because :math:`\partial(-\log p_k)/\partial x_c = s_c - [k = c]`. The tangent is
+    the sum of the three directional derivatives. ``'mean'`` divides by the number of positions
+    (``numel / C``; the weights are not part of the denominator, as in torch). Target and weight
+    are differentiable here. The result dtype is the promotion of input, target and weight, and
+    the arithmetic runs in it (float32 for float16/bfloat16), so a float64 target gets a float64
+    log-softmax. Only the inputs are saved.
     """
 
     @staticmethod
     def forward(input, target, weight, reduction, smoothing):
-        dtype = input.dtype if weight is None else torch.promote_types(input.dtype, weight.dtype)
-        dtype = torch.promote_types(dtype, target.dtype)
-        compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-        cd = _class_dim(input)
-        x = input.to(compute)
-        lse = torch.logsumexp(x, cd, keepdim=True)
-        t = _smoothed(target.to(compute), smoothing, x.shape[cd])
-        term = t * (lse - x)
-        if weight is not None:
-            term = term * _class_view(weight.to(compute), input)
-        loss = term.sum(cd)
-        return _reduce_by(loss, reduction, _positions(input)).to(dtype), lse
+        x, t, w, cd, dtype = _probs_operands(input, target, weight, smoothing)
+        term = t * torch.log_softmax(x, cd)
+        if w is not None:
+            term = term * w
+        loss = -term.sum(cd)
+        return _reduce_by(loss, reduction, _positions(input)).to(dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, reduction, smoothing = inputs
         ctx.reduction, ctx.smoothing = reduction, smoothing
-        lse = output[1]
-        ctx.mark_non_differentiable(lse)
-        tensors = (input, target, lse) if weight is None else (input, target, lse, weight)
+        tensors = (input, target) if weight is None else (input, target, weight)
         ctx.save_for_backward(*tensors)
         ctx.save_for_forward(*tensors)
 
     @staticmethod
-    def backward(ctx, grad, _grad_lse):
-        saved = ctx.saved_tensors
-        input, target, saved_lse = saved[:3]
-        weight = saved[3] if len(saved) > 3 else None
+    def backward(ctx, grad):
+        input, target, weight = _saved(ctx)
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
         eps = ctx.smoothing
-        cd = _class_dim(input)
-        compute = saved_lse.dtype
-        x = input.to(compute)
-        C = x.shape[cd]
-        t = _smoothed(target.to(compute), eps, C)
-        w = None if weight is None else _class_view(weight.to(compute), input)
-        g = grad.to(compute)
+        x, t, w, cd, _ = _probs_operands(input, target, weight, eps)
+        g = grad.to(x.dtype)
         if ctx.reduction == R.MEAN:
             g = g / _positions(input)
         elif ctx.reduction == R.NONE:
             g = g.unsqueeze(cd)
-        fast = _in_place_ok(x, saved_lse, grad)
-        lse = saved_lse if _first_order_only() else torch.logsumexp(x, cd, keepdim=True)
         wt = t if w is None else w * t
         gx = gt = gw = None
         if need_x:
             total = wt.sum(cd, keepdim=True)  # A
-            if fast:
-                gx = torch.sub(x, lse).exp_().mul_(total).sub_(wt).mul_(g)
+            gx = torch.softmax(x, cd)
+            if _in_place_ok(gx, total, wt, g):
+                gx = gx.mul_(total).sub_(wt).mul_(g)
             else:
-                gx = (torch.exp(x - lse) * total - wt) * g
+                gx = (gx * total - wt) * g
             gx = gx.to(input.dtype)
         if need_t or need_w:
-            neg_logp = (lse - x) * g
+            neg_logp = torch.log_softmax(x, cd).neg() * g
             if need_t:
                 gt = neg_logp * (1 - eps) if w is None else neg_logp * ((1 - eps) * w)
                 gt = gt.to(target.dtype)
             if need_w:
-                gw = R.sum_to(neg_logp * t, _class_view(weight, input)).reshape(weight.shape)
-                gw = gw.to(weight.dtype)
+                gw = R.sum_to(neg_logp * t, w).reshape(weight.shape).to(weight.dtype)
         return gx, gt, gw, None, None
 
     @staticmethod
     def jvp(ctx, t_input, t_target, t_weight, _r, _s):
-        saved = ctx.saved_tensors
-        input, target, saved_lse = saved[:3]
-        weight = saved[3] if len(saved) > 3 else None
+        input, target, weight = _saved(ctx)
         eps = ctx.smoothing
-        cd = _class_dim(input)
-        compute = saved_lse.dtype
-        x = input.to(compute)
-        C = x.shape[cd]
-        lse = torch.logsumexp(x, cd, keepdim=True)
-        t = _smoothed(target.to(compute), eps, C)
-        w = None if weight is None else _class_view(weight.to(compute), input)
+        x, t, w, cd, dtype = _probs_operands(input, target, weight, eps)
         wt = t if w is None else w * t
         dot = None
         if t_input is not None:
-            tx = t_input.to(compute)
-            dot = (torch.exp(x - lse) * wt.sum(cd, keepdim=True) - wt) * tx
-        neg_logp = lse - x
-        if t_target is not None:
-            tt = (1 - eps) * t_target.to(compute)
-            term = neg_logp * tt if w is None else neg_logp * w * tt
-            dot = term if dot is None else dot + term
-        if t_weight is not None:
-            term = neg_logp * t * _class_view(t_weight.to(compute), input)
-            dot = term if dot is None else dot + term
-        t_loss = dot.sum(cd)
-        out_dtype = ctx.saved_tensors[0].dtype
-        out_dtype = torch.promote_types(out_dtype, target.dtype)
-        if weight is not None:
-            out_dtype = torch.promote_types(out_dtype, weight.dtype)
-        return _reduce_by(t_loss, ctx.reduction, _positions(input)).to(out_dtype), None
+            dot = (torch.softmax(x, cd) * wt.sum(cd, keepdim=True) - wt) * t_input.to(x.dtype)
+        if t_target is not None or t_weight is not None:
+            neg_logp = torch.log_softmax(x, cd).neg()
+            if t_target is not None:
+                tt = (1 - eps) * t_target.to(x.dtype)
+                term = neg_logp * tt if w is None else neg_logp * w * tt
+                dot = term if dot is None else dot + term
+            if t_weight is not None:
+                term = neg_logp * t * _class_view(t_weight.to(x.dtype), input)
+                dot = term if dot is None else dot + term
+        return _reduce_by(dot.sum(cd), ctx.reduction, _positions(input)).to(dtype)
+
+
+def _probs_operands(input: Tensor, target: Tensor, weight: Tensor | None, smoothing: float):
+    """``(x, t', w, cd, dtype)``: the operands in the computation dtype (the promoted result
+    dtype, float32 for float16/bfloat16), the smoothed target and the class-shaped weight."""
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    if weight is not None:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    compute = torch.float32 if dtype in _HALF else dtype
+    cd = _class_dim(input)
+    x = input.to(compute)
+    t = _smoothed(target.to(compute), smoothing, x.shape[cd])
+    w = None if weight is None else _class_view(weight.to(compute), input)
+    return x, t, w, cd, dtype
 
 
 def _smoothed(target: Tensor, smoothing: float, C: int) -> Tensor:

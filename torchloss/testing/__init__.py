@@ -7,6 +7,7 @@ The building blocks of torchloss's own test-suite and of ``python -m torchloss c
 * :func:`check_autograd` runs ``gradcheck`` / ``gradgradcheck`` and the forward-mode check;
 * :func:`check_jvp` and :func:`check_vmap` compare ``torch.func.jvp`` / ``torch.func.vmap``
   (including ``vmap(grad)``) against a reference or a plain Python loop;
+* :func:`saved_bytes` measures the memory a call's autograd graph keeps for backward;
 * :func:`graph_functions` lists the autograd ``Function`` classes between an output and its leaves.
 
 Inputs are given as ``args`` (positional) and ``kwargs``; the differentiable ones are named by
@@ -21,6 +22,7 @@ from ._helpers import (
     graph_functions,
     max_error,
     parity,
+    saved_bytes,
 )
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "graph_functions",
     "max_error",
     "parity",
+    "saved_bytes",
 ]

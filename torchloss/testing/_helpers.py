@@ -277,3 +277,49 @@ def graph_functions(output: Tensor) -> list[type | str]:
         found.append(getattr(node, "_forward_cls", None) or type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Memory kept for backward
+
+
+@dataclass
+class SavedBytes:
+    """Bytes the autograd graph of one call keeps alive for backward.
+
+    ``total`` counts every distinct storage saved; ``extra`` only those that are not storages of
+    the call's own tensor arguments, i.e. memory that exists only because of the graph (an input
+    the caller holds anyway costs nothing extra, a log-softmax computed for backward does).
+    """
+
+    total: int
+    extra: int
+    tensors: int
+
+
+def saved_bytes(fn: Callable, args: Sequence, kwargs: dict | None = None, wrt: Sequence[Slot] = (0,)) -> SavedBytes:
+    """Measure what ``fn(*args, **kwargs)`` saves for backward with ``wrt`` requiring grad,
+    using :class:`torch.autograd.graph.saved_tensors_hooks` (each storage counted once)."""
+    kwargs = kwargs or {}
+    args, kwargs, _ = _clone_inputs(args, kwargs, wrt)
+    own = {
+        t.untyped_storage().data_ptr()
+        for t in list(args) + list(kwargs.values())
+        if isinstance(t, Tensor)
+    }
+    seen: dict[int, int] = {}
+    count = 0
+
+    def pack(t: Tensor):
+        nonlocal count
+        count += 1
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args, **kwargs)
+    del out
+    total = sum(seen.values())
+    extra = sum(n for ptr, n in seen.items() if ptr not in own)
+    return SavedBytes(total=total, extra=extra, tensors=count)
