@@ -108,6 +108,17 @@ def _softmax(input: Tensor, cd: int) -> Tensor:
     return torch.softmax(input, cd, dtype=torch.float32 if input.dtype in _HALF else None)
 
 
+def _log_softmax(input: Tensor, cd: int) -> Tensor:
+    r"""Log-softmax along the class dimension, in float32 for float16/bfloat16.
+
+    Formed as :math:`(x_c - m) - \log\sum_k e^{x_k - m}` with :math:`m` the maximum (torch's
+    kernel), not as :math:`\operatorname{logsumexp}(x) - x_c`: when one logit dominates, the
+    loss is tiny while the log-sum-exp is large, and rounding the large value first would lose
+    the loss entirely (1e-6 becomes 0 for logits near 100 in float32).
+    """
+    return torch.log_softmax(input, cd, dtype=torch.float32 if input.dtype in _HALF else None)
+
+
 def _in_place_ok(*tensors: Tensor) -> bool:
     """Whether a backward may update its temporaries in place: only when it will not itself be
     differentiated (grad mode is off unless ``create_graph=True`` or a ``torch.func`` transform
@@ -173,7 +184,9 @@ class NLLLossFunction(LossFunction):
         g = _per_position(opmath(grad), ctx.reduction, _safe_total(wt, valid) if ctx.reduction == R.MEAN else None)
         coef = torch.where(valid, -(wt * g), 0).to(ctx.dtype)
         gx = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
-        gx = gx.scatter(cd, idx, coef.unsqueeze(cd))
+        if _in_place_ok(coef):
+            return gx.scatter_(cd, idx, coef.unsqueeze(cd)), None, None, None, None
+        gx = gx.scatter(cd, idx, coef.unsqueeze(cd))  # out of place: differentiable in coef
         return gx, None, None, None, None
 
     @staticmethod
@@ -211,8 +224,9 @@ class CrossEntropyLossFunction(LossFunction):
     :math:`\dot l = (1-\varepsilon)\,w_t(\langle s, \dot x\rangle - \dot x_t) + \frac{\varepsilon}{C}
     (W\langle s, \dot x\rangle - \langle w, \dot x\rangle)`.
 
-    Numerics: :math:`\ell` is a ``logsumexp`` (shifted by the row maximum), so logits of any
-    magnitude are fine; :math:`\ell - x_c` is formed before any multiplication, so the smoothing
+    Numerics: :math:`-\log p_c = \ell - x_c` comes from a log-softmax shifted by the row maximum
+    (see :func:`_log_softmax`), so logits of any magnitude are fine and a tiny loss next to a
+    large :math:`\ell` keeps its digits; it is formed before any multiplication, so the smoothing
     term never subtracts two large sums (:math:`W\ell - \sum w_c x_c` would cancel
     catastrophically for logits near 1e4 in float32). A ``-inf`` logit gives :math:`s_c = 0`, an
     infinite loss if it is the target's (or with smoothing), as in torch.
@@ -223,18 +237,17 @@ class CrossEntropyLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, weight, reduction, ignore_index, smoothing):
         cd = _class_dim(input)
-        x = opmath(input)
-        lse = torch.logsumexp(x, cd, keepdim=True)
+        # log p = (x - max) - log Σ exp(x - max): a transient N×C buffer, not saved
+        logp = _log_softmax(input, cd)
         valid, idx = _targets(input, target, ignore_index)
-        loss = (lse - x.gather(cd, idx)).squeeze(cd)  # -log p_t
-        wt = _target_weight(weight, valid, idx, cd, x.dtype)
+        loss = logp.gather(cd, idx).squeeze(cd).neg()
+        wt = _target_weight(weight, valid, idx, cd, logp.dtype)
         if weight is not None:
             loss = loss * wt
         if smoothing > 0:
-            neg_logp = lse - x
             if weight is not None:
-                neg_logp = neg_logp * _class_view(opmath(weight), input)
-            loss = (1 - smoothing) * loss + (smoothing / x.shape[cd]) * neg_logp.sum(cd)
+                logp = logp * _class_view(opmath(weight), input)
+            loss = (1 - smoothing) * loss - (smoothing / logp.shape[cd]) * logp.sum(cd)
         loss = torch.where(valid, loss, 0)
         return _reduce_by(loss, reduction, wt.sum()).to(input.dtype)
 
@@ -348,7 +361,7 @@ class CrossEntropyProbsLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, weight, reduction, smoothing):
         x, t, w, cd, dtype = _probs_operands(input, target, weight, smoothing)
-        term = t * torch.log_softmax(x, cd)
+        term = t * _log_softmax(x, cd)
         if w is not None:
             term = term * w
         loss = -term.sum(cd)
