@@ -29,6 +29,9 @@ __all__ = [
     "NLLLoss",
     "NLLLoss2d",
     "CrossEntropyLoss",
+    "MultiMarginLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
 ]
 
 
@@ -362,8 +365,84 @@ class CrossEntropyLoss(_WeightedLoss):
         )
 
 
-# Staged family (adds its names to __all__).
-from ._modules_margin import *  # noqa: E402,F401,F403
-from ._modules_margin import __all__ as _margin_all  # noqa: E402
+# --------------------------------------------------------------------------------------------
+# Multi-class margin
 
-__all__ += _margin_all
+
+class MultiMarginLoss(_WeightedLoss):
+    r"""Multi-class hinge loss between scores ``input`` ``(N, C)`` (or ``(C)``) and class indices
+    ``target`` ``(N,)`` (or ``()``).
+
+    :math:`\ell_n = \frac1C\sum_{i \ne y_n} w_{y_n}\max(0, \text{margin} - x_{n,y_n} + x_{n,i})^p`
+    with ``p`` 1 or 2 and an optional 1-D ``weight`` buffer (one weight per class, applied by the
+    target class), reduced by ``'mean'`` (over samples, default), ``'sum'`` or ``'none'``.
+    Drop-in for :class:`torch.nn.MultiMarginLoss`; also supports half precision on the CPU,
+    double backward and forward AD, and gives NaN/0 for an empty batch (torch: garbage).
+    """
+
+    __constants__ = ["p", "margin", "reduction"]
+    margin: float
+    p: int
+
+    def __init__(
+        self,
+        p: int = 1,
+        margin: float = 1.0,
+        weight: Tensor | None = None,
+        size_average=None,
+        reduce=None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        if p != 1 and p != 2:
+            raise ValueError("only p == 1 and p == 2 supported")
+        if weight is not None and weight.dim() != 1:
+            raise ValueError(
+                f"MultiMarginLoss: expected weight to be None or 1D tensor, got {weight.dim()}D instead"
+            )
+        self.p = p
+        self.margin = margin
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multi_margin_loss(
+            input, target, p=self.p, margin=self.margin, weight=self.weight, reduction=self.reduction
+        )
+
+
+class MultiLabelMarginLoss(_Loss):
+    r"""Multi-label hinge loss: each row of ``target`` (int64, the shape of ``input``, ``(N, C)``
+    or ``(C)``) lists the label classes up to the first ``-1``.
+
+    :math:`\ell_n = \frac1C\sum_{j \in J_n}\sum_{i \notin J_n}\max(0, 1 - x_{n,j} + x_{n,i})`,
+    reduced by ``'mean'`` (over samples, default), ``'sum'`` or ``'none'``. Drop-in for
+    :class:`torch.nn.MultiLabelMarginLoss`; also supports half precision on the CPU, double
+    backward and forward AD, and gives NaN/0 for an empty batch (torch: garbage).
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean") -> None:
+        super().__init__(size_average, reduce, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
+class MultiLabelSoftMarginLoss(_WeightedLoss):
+    r"""Multi-label one-versus-all logistic loss over the classes (last dimension) of ``input``.
+
+    :math:`\ell_n = -\frac1C\sum_c w_c[y_{n,c}\log\sigma(x_{n,c}) + (1-y_{n,c})\log\sigma(-x_{n,c})]`,
+    computed without overflow, with ``target`` and the ``weight`` buffer broadcast against
+    ``input``; reduced by ``'mean'`` (default), ``'sum'`` or ``'none'``. Drop-in for
+    :class:`torch.nn.MultiLabelSoftMarginLoss`.
+    """
+
+    __constants__ = ["reduction"]
+
+    def __init__(
+        self, weight: Tensor | None = None, size_average=None, reduce=None, reduction: str = "mean"
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)
