@@ -664,7 +664,7 @@ _ce_probs = Dispatch(CrossEntropyProbsLossFunction)
 def _require_int(fn: str, name: str, position: int, value) -> int:
     """torch's argument parser for an ``int`` argument: integers and integer-likes (a numpy
     integer, a one-element integer tensor) pass, ``bool`` and ``float`` are a TypeError."""
-    if isinstance(value, bool) or isinstance(value, float) or not hasattr(value, "__index__"):
+    if isinstance(value, (bool, float)) or not hasattr(value, "__index__"):
         raise TypeError(
             f"{fn}(): argument '{name}' (position {position}) must be int, not {type(value).__name__}"
         )
