@@ -91,6 +91,16 @@ def result_type(*tensors: Tensor) -> torch.dtype:
     return _combine_categories(dim, zero)
 
 
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the arithmetic of a ``dtype`` loss runs in: float32 for float16/bfloat16 (and
+    complex64 for complex32), otherwise ``dtype`` itself; the result is rounded back once."""
+    if dtype in _LOW_PRECISION:
+        return torch.float32
+    if dtype == torch.complex32:
+        return torch.complex64
+    return dtype
+
+
 def opmath(t: Tensor) -> Tensor:
     """Compute float16/bfloat16 in float32, as torch's kernels do in registers.
 

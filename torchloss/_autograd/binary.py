@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, unpack
+from ._base import LossFunction, add_tangents, opmath_dtype, unpack
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -43,7 +43,7 @@ _LOG_MIN = -100.0
 def compute_dtype(base: torch.dtype, *extra: Tensor | None) -> torch.dtype:
     """``base`` in opmath precision, promoted by any floating ``extra`` tensor of higher
     precision. Integer and bool weights are used as numbers in the compute dtype."""
-    dtype = torch.float32 if base in (torch.float16, torch.bfloat16) else base
+    dtype = opmath_dtype(base)
     for t in extra:
         if t is not None and t.dtype.is_floating_point:
             dtype = torch.promote_types(dtype, t.dtype)

@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import _LOW_PRECISION as _HALF
-from ._base import LossFunction, opmath
+from ._base import LossFunction, opmath, opmath_dtype
 
 
 def _class_dim(input: Tensor | int) -> int:
@@ -105,7 +104,7 @@ def _saved(ctx):
 
 def _softmax(input: Tensor, cd: int) -> Tensor:
     """Softmax along the class dimension, in float32 for float16/bfloat16 (no upcast copy)."""
-    return torch.softmax(input, cd, dtype=torch.float32 if input.dtype in _HALF else None)
+    return torch.softmax(input, cd, dtype=opmath_dtype(input.dtype))
 
 
 def _log_softmax(input: Tensor, cd: int) -> Tensor:
@@ -116,7 +115,7 @@ def _log_softmax(input: Tensor, cd: int) -> Tensor:
     loss is tiny while the log-sum-exp is large, and rounding the large value first would lose
     the loss entirely (1e-6 becomes 0 for logits near 100 in float32).
     """
-    return torch.log_softmax(input, cd, dtype=torch.float32 if input.dtype in _HALF else None)
+    return torch.log_softmax(input, cd, dtype=opmath_dtype(input.dtype))
 
 
 def _in_place_ok(*tensors: Tensor) -> bool:
@@ -138,7 +137,7 @@ def _nll_saved(ctx):
     target, weight = saved[0], (saved[1] if len(saved) > 1 else None)
     valid, idx = _targets(ctx.dim, target, ctx.ignore_index)
     cd = _class_dim(ctx.dim)
-    compute = torch.float32 if ctx.dtype in (torch.float16, torch.bfloat16) else ctx.dtype
+    compute = opmath_dtype(ctx.dtype)
     wt = _target_weight(weight, valid, idx, cd, compute)
     return cd, valid, idx, wt
 
@@ -432,7 +431,7 @@ def _probs_operands(input: Tensor, target: Tensor, weight: Tensor | None, smooth
     dtype = torch.promote_types(input.dtype, target.dtype)
     if weight is not None:
         dtype = torch.promote_types(dtype, weight.dtype)
-    compute = torch.float32 if dtype in _HALF else dtype
+    compute = opmath_dtype(dtype)
     cd = _class_dim(input)
     x = input.to(compute)
     t = _smoothed(target.to(compute), smoothing, x.shape[cd])

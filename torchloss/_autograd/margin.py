@@ -39,19 +39,14 @@ from torch import Tensor
 
 from .. import _reduction as R
 from ._base import (
-    _LOW_PRECISION,
     LossFunction,
     add_tangents,
     opmath,
+    opmath_dtype,
     result_type,
     unpack,
 )
 from .binary import _softplus
-
-
-def _opmath_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the arithmetic runs in: float32 for float16/bfloat16 (rounded once at the end)."""
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def _as_rows(t: Tensor) -> Tensor:
@@ -363,7 +358,7 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, weight, reduction):
         out_dtype = result_type(*(t for t in (input, target, weight) if t is not None))
-        ct = _opmath_dtype(out_dtype)
+        ct = opmath_dtype(out_dtype)
         x, y = input.to(ct), target.to(ct)
         # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
         tail = torch.log1p(torch.exp(-x.abs()))
@@ -384,7 +379,7 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
     @staticmethod
     def _unpack(ctx):
         input, target, weight = unpack(ctx, 3)
-        ct = _opmath_dtype(ctx.out_dtype)
+        ct = opmath_dtype(ctx.out_dtype)
         w = None if weight is None else weight.to(ct)
         shape = torch.broadcast_shapes(*(t.shape for t in (input, target, weight) if t is not None))
         return input, target, weight, input.to(ct), target.to(ct), w, shape

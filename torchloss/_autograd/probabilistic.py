@@ -20,7 +20,7 @@ forward-over-reverse differentiate exactly the formulas written here.
 
 Numerics shared by the three:
 
-* float16/bfloat16 are computed in float32 and rounded once, at the end (``_compute_dtype``);
+* float16/bfloat16 are computed in float32 and rounded once, at the end (``opmath_dtype``);
   integer inputs (Poisson, Gaussian) are computed in the result dtype torch gives them.
 * A value that must be masked (Poisson's Stirling term for targets ``<= 1``) is masked with the
   "double where": the masked lanes are evaluated at a harmless substitute, so neither the value
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import _LOW_PRECISION, LossFunction, _combine_categories, add_tangents, result_type
+from ._base import LossFunction, _combine_categories, add_tangents, opmath_dtype, result_type
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -69,15 +69,6 @@ def _floating(a):
     if not (dtype.is_floating_point or dtype.is_complex):
         dtype = torch.get_default_dtype()
     return dtype, zero_dim
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the arithmetic runs in: float32 for float16/bfloat16 (one rounding at the end)."""
-    if dtype in _LOW_PRECISION:
-        return torch.float32
-    if dtype == torch.complex32:
-        return torch.complex64
-    return dtype
 
 
 _TO_REAL = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.complex128: torch.float64}
@@ -219,7 +210,7 @@ class PoissonNLLLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, log_input, full, eps, reduction):
         out_dtype = _poisson_dtype(input, target, log_input)
-        c = _compute_dtype(out_dtype)
+        c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
         loss, _, _ = _poisson(x, y, log_input, full, eps)
         return _finish(loss, loss.shape, reduction, 1, out_dtype)
@@ -237,7 +228,7 @@ class PoissonNLLLossFunction(LossFunction):
     def backward(ctx, grad):
         input, target = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
-        c = _compute_dtype(ctx.out_dtype)
+        c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
         shape = torch.broadcast_shapes(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
@@ -249,7 +240,7 @@ class PoissonNLLLossFunction(LossFunction):
     @staticmethod
     def jvp(ctx, t_input, t_target, _log_input, _full, _eps, _reduction):
         input, target = ctx.saved_tensors
-        c = _compute_dtype(ctx.out_dtype)
+        c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
         shape = torch.broadcast_shapes(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
@@ -332,7 +323,7 @@ class GaussianNLLLossFunction(LossFunction):
     def forward(input, target, var, unsqueeze, full, eps, reduction):
         v_for_dtype = var.unsqueeze(-1) if isinstance(var, Tensor) and unsqueeze else var
         out_dtype = _gaussian_dtype(input, target, v_for_dtype)
-        c = _compute_dtype(out_dtype)
+        c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
         _, vc = _gaussian_var(var, unsqueeze, eps, c, x.device, straight_through=False)
         d = x - y
@@ -360,7 +351,7 @@ class GaussianNLLLossFunction(LossFunction):
         saved = ctx.saved_tensors
         input, target = saved[:2]
         var = saved[2] if ctx.var_value is None else ctx.var_value
-        c = _compute_dtype(ctx.out_dtype)
+        c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
         v, vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, straight_through=True)
         d = x - y
@@ -441,7 +432,7 @@ class KLDivLossFunction(LossFunction):
         # kl_div rejects integral and complex inputs; for two floating operands torch's chain
         # (exp(y) * (y - x), xlogy(y, y) - y * x) gives plain result_type.
         out_dtype = result_type(input, target)
-        c = _compute_dtype(out_dtype)
+        c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
         if log_target:
             loss = torch.exp(y) * (y - x)
@@ -461,7 +452,7 @@ class KLDivLossFunction(LossFunction):
     def backward(ctx, grad):
         input, target = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
-        c = _compute_dtype(ctx.out_dtype)
+        c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
         shape = torch.broadcast_shapes(x.shape, y.shape)
         g = _spread(grad, shape, ctx.reduction, ctx.divisor, c)
@@ -473,7 +464,7 @@ class KLDivLossFunction(LossFunction):
     @staticmethod
     def jvp(ctx, t_input, t_target, _reduction, _divisor, _log_target):
         input, target = ctx.saved_tensors
-        c = _compute_dtype(ctx.out_dtype)
+        c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
         shape = torch.broadcast_shapes(x.shape, y.shape)
         dx, dy = _kl_partials(x, y, ctx.log_target)
