@@ -717,8 +717,13 @@ def _check_index_targets(fn: str, input: Tensor, target: Tensor, weight: Tensor 
         )
 
 
+def _n_classes(input: Tensor) -> int:
+    """C of a ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` input (classes along dim 1, or 0)."""
+    return input.size(0 if input.dim() == 1 else 1)
+
+
 def _check_class_weight(fn: str, input: Tensor, weight: Tensor | None, prefix: str) -> None:
-    C = input.size(0 if input.dim() == 1 else 1)
+    C = _n_classes(input)
     if weight is not None and (weight.dim() != 1 or weight.numel() != C):
         raise RuntimeError(
             f"{prefix}weight tensor should be defined either for all {C} classes or no classes "
@@ -773,7 +778,7 @@ def nll_loss(
     ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
     _check_index_targets("nll_loss", input, target, weight)
     _not_differentiable("nll_loss_forward", "weight", weight)
-    _check_class_range(target, input.size(0 if input.dim() == 1 else 1), ignore_index)
+    _check_class_range(target, _n_classes(input), ignore_index)
     return _nll(input, target, weight, code, ignore_index)
 
 
@@ -834,7 +839,7 @@ def cross_entropy(
         raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
     _check_index_targets("cross_entropy", input, target, weight)
     _not_differentiable("nll_loss_forward", "weight", weight)
-    _check_class_range(target, input.size(0 if input.dim() == 1 else 1), ignore_index)
+    _check_class_range(target, _n_classes(input), ignore_index)
     return _ce(input, target, weight, code, ignore_index, smoothing)
 
 
