@@ -1079,3 +1079,12 @@ def multilabel_soft_margin_loss(
     if code is None:
         raise ValueError(f"{reduction} is not valid (reduction must be 'none', 'mean' or 'sum')")
     return _multilabel_soft_margin(input, target, weight, code)
+
+
+# Staged families (each adds its names to __all__).
+from ._functional_pair import *  # noqa: E402,F401,F403
+from ._functional_pair import __all__ as _pair_all  # noqa: E402
+from ._functional_triplet import *  # noqa: E402,F401,F403
+from ._functional_triplet import __all__ as _triplet_all  # noqa: E402
+
+__all__ += _pair_all + _triplet_all

@@ -446,3 +446,12 @@ class MultiLabelSoftMarginLoss(_WeightedLoss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)
+
+
+# Staged families (each adds its names to __all__).
+from ._modules_pair import *  # noqa: E402,F401,F403
+from ._modules_pair import __all__ as _pair_all  # noqa: E402
+from ._modules_triplet import *  # noqa: E402,F401,F403
+from ._modules_triplet import __all__ as _triplet_all  # noqa: E402
+
+__all__ += _pair_all + _triplet_all

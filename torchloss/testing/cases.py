@@ -1254,8 +1254,17 @@ _MARGIN_CASES: list[LossCase] = [
 ]
 
 
+from ._cases_pair import _PAIR_CASES  # noqa: E402  (staged family)
+from ._cases_triplet import _TRIPLET_CASES  # noqa: E402  (staged family)
+
 CASES: list[LossCase] = (
-    _REGRESSION_CASES + _BINARY_CASES + _PROBABILISTIC_CASES + _CLASSIFICATION_CASES + _MARGIN_CASES
+    _REGRESSION_CASES
+    + _BINARY_CASES
+    + _PROBABILISTIC_CASES
+    + _CLASSIFICATION_CASES
+    + _MARGIN_CASES
+    + _PAIR_CASES
+    + _TRIPLET_CASES
 )
 
 def get(name: str) -> LossCase:
