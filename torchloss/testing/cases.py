@@ -79,6 +79,9 @@ class LossCase:
     torch_forward_ad: bool = True
     # positional-argument names of the module's forward, in order (for module tests)
     forward_arity: int = 2
+    # what the empty samples are compared with, where torch's own result there is wrong
+    # (default: torch.nn.functional's function of the same name)
+    empty_reference: Callable | None = None
     notes: str = ""
 
     def tolerance(self, dtype: torch.dtype) -> tuple[float, float]:
@@ -940,9 +943,9 @@ _CLASSIFICATION_CASES: list[LossCase] = [
 # target, stays off the kinks too. The subgradient *at* a kink is compared with torch in
 # ``tests/test_margin_specific.py``.
 #
-# Neither hinge loss has an ``empty`` entry: for an empty batch torch returns uninitialised memory
-# for ``'mean'`` and ``'sum'`` (torchloss gives NaN and 0), so there is nothing to compare with;
-# ``tests/test_margin_specific.py`` checks torchloss's values there.
+# For an empty batch torch returns uninitialised memory for ``'mean'`` and ``'sum'`` of the two
+# hinge losses, so their empty samples are compared with torch's ``'none'`` reduced by the
+# reference itself (``empty_reference``): NaN for 'mean', 0 for 'sum', as torchloss gives.
 #
 # Target-value errors (out-of-range class indices) are listed for the CPU only: on CUDA both torch
 # and torchloss turn them into device-side asserts, which poison the CUDA context.
@@ -1223,12 +1226,41 @@ def _mlsm_empty(make: Maker) -> list[Sample]:
     ]
 
 
+def _reduced_torch_none(name: str) -> Callable:
+    """A reference that reduces torch's ``'none'`` result itself: the mean of nothing is
+    0/0 = NaN and the sum 0. For losses whose torch ``'mean'``/``'sum'`` of an empty batch is
+    uninitialised memory."""
+    import torch.nn.functional as TF
+
+    def reference(*args, reduction="mean", **kwargs):
+        out = getattr(TF, name)(*args, reduction="none", **kwargs)
+        if reduction == "mean":
+            return out.mean()
+        return out.sum() if reduction == "sum" else out
+
+    return reference
+
+
+def _mm_empty(make: Maker) -> list[Sample]:
+    x, y = _scores(make, 0, 4), make.randint(0, 4, 0)
+    return [
+        Sample("empty", (x, y), wrt=(0,)),
+        Sample("empty-p2-weight", (x, y), {"p": 2, "margin": 0.45, "weight": make.uniform(4, low=0.2, high=2.0)}, wrt=(0,)),
+    ]
+
+
+def _ml_empty(make: Maker) -> list[Sample]:
+    return [Sample("empty", (_scores(make, 0, 4), make.randint(-1, 4, 0, 4)), wrt=(0,))]
+
+
 _MARGIN_CASES: list[LossCase] = [
     LossCase(
         "multi_margin_loss",
         "MultiMarginLoss",
         samples=_mm_samples,
         errors=_mm_errors,
+        empty=_mm_empty,
+        empty_reference=_reduced_torch_none("multi_margin_loss"),
         torch_forward_ad=False,
         notes="torch has no forward AD or double backward here (torchloss has both); half precision "
         "works on the CPU too; an empty batch gives NaN/0 (torch: uninitialised memory)",
@@ -1238,6 +1270,8 @@ _MARGIN_CASES: list[LossCase] = [
         "MultiLabelMarginLoss",
         samples=_ml_samples,
         errors=_ml_errors,
+        empty=_ml_empty,
+        empty_reference=_reduced_torch_none("multilabel_margin_loss"),
         torch_forward_ad=False,
         notes="torch has no forward AD or double backward here (torchloss has both); half precision "
         "works on the CPU too; an empty batch gives NaN/0 (torch: uninitialised memory); "
