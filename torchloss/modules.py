@@ -8,8 +8,13 @@ construction: like torch, a bad value fails at ``forward``, and ``reduction`` ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
 from torch import Tensor
 from torch.nn import Module
+from torch.nn.modules import module as _module
 from typing_extensions import deprecated
 
 from . import _reduction as R
@@ -32,6 +37,11 @@ __all__ = [
     "MultiMarginLoss",
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
+    "MarginRankingLoss",
+    "HingeEmbeddingLoss",
+    "CosineEmbeddingLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
 ]
 
 
@@ -448,10 +458,194 @@ class MultiLabelSoftMarginLoss(_WeightedLoss):
         return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)
 
 
-# Staged families (each adds its names to __all__).
-from ._modules_pair import *  # noqa: E402,F401,F403
-from ._modules_pair import __all__ as _pair_all  # noqa: E402
-from ._modules_triplet import *  # noqa: E402,F401,F403
-from ._modules_triplet import __all__ as _triplet_all  # noqa: E402
+# --------------------------------------------------------------------------------------------
+# Pair
 
-__all__ += _pair_all + _triplet_all
+
+class MarginRankingLoss(_Loss):
+    r"""Ranking loss of two scores ``input1``, ``input2`` and a target :math:`y \in \{1, -1\}`
+    saying which should rank higher.
+
+    :math:`\ell_n = \max(0, -y_n(x_{1,n} - x_{2,n}) + \text{margin})`, reduced by ``'mean'``
+    (default), ``'sum'`` or ``'none'``. The three tensors have the same number of dimensions
+    (``(N)`` or ``()``, any rank works) and broadcast together; all three are differentiable.
+    Drop-in for :class:`torch.nn.MarginRankingLoss`.
+    """
+
+    __constants__: ClassVar[list[str]] = ["margin", "reduction"]
+    margin: float
+
+    def __init__(self, margin: float = 0.0, size_average=None, reduce=None, reduction: str = "mean") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return F.margin_ranking_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+class HingeEmbeddingLoss(_Loss):
+    r"""Hinge embedding loss of an input :math:`x` (typically a distance between a pair) and a
+    target :math:`y \in \{1, -1\}` (similar or dissimilar pair).
+
+    :math:`\ell_n = x_n` for :math:`y_n = 1`, :math:`\max(0, \text{margin} - x_n)` for
+    :math:`y_n = -1` (both for any other target value, as torch), reduced by ``'mean'``
+    (default), ``'sum'`` or ``'none'``; the target broadcasts with the input. Drop-in for
+    :class:`torch.nn.HingeEmbeddingLoss`.
+    """
+
+    __constants__: ClassVar[list[str]] = ["margin", "reduction"]
+    margin: float
+
+    def __init__(self, margin: float = 1.0, size_average=None, reduce=None, reduction: str = "mean") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
+
+
+class CosineEmbeddingLoss(_Loss):
+    r"""Cosine embedding loss of two batches of vectors ``(N, D)`` (or ``(D)``) and targets
+    :math:`y \in \{1, -1\}` (``(N)`` or ``()``).
+
+    :math:`\ell_n = 1 - \cos(x_{1,n}, x_{2,n})` for :math:`y_n = 1`,
+    :math:`\max(0, \cos(x_{1,n}, x_{2,n}) - \text{margin})` for :math:`y_n = -1` (0 for any other
+    target value), with :math:`10^{-12}` added to each squared norm, reduced by ``'mean'``
+    (default), ``'sum'`` or ``'none'``. Drop-in for :class:`torch.nn.CosineEmbeddingLoss`; its
+    graph is one node that keeps the inputs and three numbers per sample.
+    """
+
+    __constants__: ClassVar[list[str]] = ["margin", "reduction"]
+    margin: float
+
+    def __init__(self, margin: float = 0.0, size_average=None, reduce=None, reduction: str = "mean") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return F.cosine_embedding_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# Triplet
+
+
+class TripletMarginLoss(_Loss):
+    r"""Triplet margin loss of anchors, positives and negatives ``(N, D)`` (or ``(D)``).
+
+    :math:`\ell_n = \max(0, \text{margin} + d(a_n, p_n) - d(a_n, n_n))` with the pairwise
+    distance :math:`d(x, y) = \lVert x - y + \text{eps} \rVert_p` (``eps`` added to the difference
+    vector, as torch); with ``swap``, :math:`d(a_n, n_n)` becomes
+    :math:`\min(d(a_n, n_n), d(p_n, n_n))`. Reduced by ``'mean'`` (default), ``'sum'`` or
+    ``'none'``. ``margin`` must be positive; ``p`` is any float (``inf``, negative and 0
+    included, as torch). Drop-in for :class:`torch.nn.TripletMarginLoss`; its graph is one node
+    that keeps the inputs and the per-triplet distances (torch keeps every difference vector).
+    """
+
+    __constants__ = ["margin", "p", "eps", "swap", "reduction"]
+    margin: float
+    p: float
+    eps: float
+    swap: bool
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        p: float = 2.0,
+        eps: float = 1e-6,
+        swap: bool = False,
+        size_average=None,
+        reduce=None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        if margin <= 0:
+            raise ValueError(
+                f"TripletMarginLoss: expected margin to be greater than 0, got {margin} instead"
+            )
+        self.margin = margin
+        self.p = p
+        self.eps = eps
+        self.swap = swap
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return F.triplet_margin_loss(
+            anchor,
+            positive,
+            negative,
+            margin=self.margin,
+            p=self.p,
+            eps=self.eps,
+            swap=self.swap,
+            reduction=self.reduction,
+        )
+
+
+class PairwiseDistance(torch.nn.PairwiseDistance):
+    r""":class:`torch.nn.PairwiseDistance`, as the default distance of
+    :class:`TripletMarginWithDistanceLoss`.
+
+    Calling it is calling torch's module. Passed as ``distance_function`` (which is what
+    ``TripletMarginWithDistanceLoss`` does when none is given), the loss recognises it and
+    computes :math:`\lVert x - y + \text{eps} \rVert_p` with its ``p`` (``norm``) and ``eps`` in
+    torchloss's fused, hand-differentiated Function instead of calling it: the same values, one
+    graph node, much less memory kept for backward. It is called as a module (as torch would)
+    when it has forward hooks, ``keepdim=True`` or is a subclass.
+    """
+
+    def _triplet_fused_distance(self) -> tuple[float, float] | None:
+        """``(p, eps)`` when the loss may compute this distance itself, else ``None``."""
+        if type(self) is not PairwiseDistance or self.keepdim:
+            return None
+        if self._forward_hooks or self._forward_pre_hooks:
+            return None
+        if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+            return None
+        return float(self.norm), float(self.eps)
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    r"""Triplet margin loss with a custom ``distance_function`` (keyword-only constructor).
+
+    :math:`\ell_n = \max(0, \text{margin} + f(a_n, p_n) - f(a_n, n_n))`, with ``swap`` using
+    :math:`\min(f(a_n, n_n), f(p_n, n_n))`. ``distance_function`` defaults to a
+    :class:`PairwiseDistance` (p = 2, eps = 1e-6, as torch's default ``nn.PairwiseDistance()``),
+    which torchloss computes in one hand-differentiated node; any other callable is called as
+    given and differentiated by autograd, with margin, swap, hinge and reduction in one torchloss
+    node on top. ``margin`` must be positive. Reduced by ``'mean'`` (default), ``'sum'`` or
+    ``'none'``; no legacy arguments. Drop-in for :class:`torch.nn.TripletMarginWithDistanceLoss`.
+    """
+
+    __constants__ = ["margin", "swap", "reduction"]
+    margin: float
+    swap: bool
+
+    def __init__(
+        self,
+        *,
+        distance_function: Callable[[Tensor, Tensor], Tensor] | None = None,
+        margin: float = 1.0,
+        swap: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(size_average=None, reduce=None, reduction=reduction)
+        if margin <= 0:
+            raise ValueError(
+                f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead"
+            )
+        self.distance_function: Callable[[Tensor, Tensor], Tensor] | None = (
+            distance_function if distance_function is not None else PairwiseDistance()
+        )
+        self.margin = margin
+        self.swap = swap
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return F.triplet_margin_with_distance_loss(
+            anchor,
+            positive,
+            negative,
+            distance_function=self.distance_function,
+            margin=self.margin,
+            swap=self.swap,
+            reduction=self.reduction,
+        )

@@ -1,0 +1,637 @@
+r"""Pair losses: MarginRanking, HingeEmbedding and CosineEmbedding.
+
+Notation: :math:`g` is the upstream gradient of the reduced loss and :math:`g_\ell` its share for
+one element (or one sample) of the element-wise loss (``g``, or ``g / numel`` for ``'mean'``:
+:func:`torchloss._reduction.unreduce`). :math:`[P]` is 1 if :math:`P` holds, else 0. Every
+gradient is summed back to the shape of its argument (``sum_to``) where that argument was
+broadcast, and the tangent of the reduced loss is the reduction of
+:math:`\sum_a \partial\ell/\partial a \cdot \dot a`.
+
+**Subgradients.** torch builds all three losses from ``clamp_min(·, 0)``, whose derivative is
+:math:`[z \ge 0]`: *at* a kink the gradient passes (it is 1, not 0; the multi-class hinge
+kernels use the strict :math:`[z > 0]` instead). torchloss reproduces this, forming each hinge
+argument :math:`z` in torch's order of operations so that, in float32 and float64, the sign of
+:math:`z`, hence the active set, agrees with torch's bit for bit, including at exact kinks.
+
+**Numerics shared by the three.**
+
+* float16/bfloat16 are computed in float32 (:func:`~torchloss._autograd._base.opmath`) and
+  rounded once (torch rounds after every operation of its composite). Integer inputs follow
+  torch's integer arithmetic exactly (see each Function).
+* The backward is written in ordinary torch operations on what is saved (the inputs; for
+  HingeEmbedding its piecewise-constant coefficient; for CosineEmbedding also three numbers per
+  sample, recomputed when the backward is itself differentiated), so it is itself
+  differentiable (double backward, forward-over-reverse).
+
+**Speed (the eager shortcuts).** torch's composites select with ``torch.where`` and masks, whose
+CPU kernels are not vectorised (one ``where`` over 4M float32 elements takes longer than ten
+vectorised element-wise operations). torchloss never selects over the full element-wise shape:
+masks are 0/1 floats (or clamp bounds, see :func:`_he_terms`), and when nothing will differentiate
+or trace the code (:func:`_fast`: eager, grad mode off, no forward-AD level, plain tensors) the
+forward and a first-order backward write comparisons straight into float buffers (``out=``) and
+update their own temporaries in place. Otherwise the same formulas run out of place, so that
+autograd, ``torch.func`` and ``torch.compile`` see ordinary differentiable operations; the two
+paths compute the same values (``tests/test_pair_specific.py`` checks them against each other).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as _fwad
+from torch import Tensor
+
+from .. import _reduction as R
+from ._base import LossFunction, add_tangents, opmath_dtype, result_type
+
+# torch's cosine_embedding_loss adds ATen's EPSILON to each squared norm: 1e-12 as a float32
+# constant, 9.99999996e-13 when seen in float64 (using the double 1e-12 would move float64
+# gradients of near-zero vectors by a few parts in 1e9).
+EPSILON = float(torch.tensor(1e-12, dtype=torch.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _fast(*tensors: Tensor | None) -> bool:
+    """Whether the eager shortcuts (in place, ``out=``, saved statistics) are safe here.
+
+    Only when nothing differentiates or traces the computation: not under ``torch.compile``,
+    grad mode off (a backward run with ``create_graph=True`` or under ``torch.func.grad`` has it
+    on), no ``torch.autograd.forward_ad`` level (whose dual tensors would carry tangents through
+    the backward), and no functorch wrapper (a vmap ``BatchedTensor`` may differ in batching from
+    the temporary it would be written into).
+    """
+    if torch.compiler.is_compiling() or torch.is_grad_enabled() or _fwad._current_level != -1:
+        return False
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return not any(t is not None and wrapped(t) for t in tensors)
+
+
+def broadcast_shape(*shapes) -> torch.Size:
+    """``torch.broadcast_shapes`` of tensor shapes, in plain Python.
+
+    torch's version goes through its symbolic-shape machinery (tens of microseconds a call),
+    which would dominate these losses on small inputs. Raises torch's RuntimeError for
+    incompatible sizes.
+    """
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, ndim - len(shape)):
+            if size != 1:
+                if out[i] != 1 and out[i] != size:
+                    raise RuntimeError(
+                        f"The size of tensor a ({out[i]}) must match the size of tensor b ({size}) "
+                        f"at non-singleton dimension {i}"
+                    )
+                out[i] = size
+    return torch.Size(out)
+
+
+def _mul(a: Tensor, b: Tensor, fast: bool) -> Tensor:
+    """``a * b``, in place on ``a`` (a temporary of the caller's) when eager and ``a`` has the
+    result's shape."""
+    if fast and broadcast_shape(a.shape, b.shape) == a.shape:
+        return a.mul_(b)
+    return a * b
+
+
+def _cmp_into(op, t: Tensor, value, out: Tensor | None = None, dtype=None) -> Tensor:
+    """``op(t, value)`` (a comparison) as 0/1 written into ``out`` (or a new buffer of ``t``'s
+    shape and ``dtype``), for the eager path.
+
+    Straight into the float (or int8) buffer rather than through a bool tensor and a
+    conversion. A complex ``t`` goes through bool (torch would cast a complex intermediate to the
+    real buffer, with a warning).
+    """
+    if out is None:
+        out = torch.empty(t.shape, dtype=dtype, device=t.device)
+    if t.is_complex():
+        return out.copy_(op(t, value))
+    return op(t, value, out=out)
+
+
+def _per_element(grad: Tensor, shape, reduction: int, dtype: torch.dtype) -> Tensor:
+    """:math:`g_\\ell`: the upstream gradient of each element of a loss of ``shape``, in the
+    compute dtype (a 0-d tensor for ``'mean'``/``'sum'``, a broadcast view, never a copy)."""
+    return R.unreduce(grad.to(dtype), shape, reduction)
+
+
+def _zero_tangent(shape, reduction: int, dtype: torch.dtype, like: Tensor) -> Tensor:
+    # only non-differentiable arguments carried tangents
+    return R.reduce(like.new_zeros(shape, dtype=dtype), reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# MarginRanking
+
+
+def _mr_dtypes(input1: Tensor, input2: Tensor, target: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """``(result, compute)`` dtypes: torch promotes the three, then adds the Python-float margin,
+    which turns an integral promotion into the default floating dtype."""
+    promoted = result_type(input1, input2, target)
+    if not promoted.is_floating_point:
+        return torch.get_default_dtype(), promoted
+    return promoted, opmath_dtype(promoted)
+
+
+def _mr_hinge_arg(x1: Tensor, x2: Tensor, y: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """``(d, z)``: :math:`d = x_2 - x_1` and :math:`z = y\\,d + m`, out of place.
+
+    torch forms :math:`(-y)(x_1 - x_2) + m`; negation is exact and rounding is symmetric, so
+    :math:`y(x_2 - x_1)` is the same number bit for bit, and so is the sign of :math:`z`.
+    """
+    d = x2 - x1
+    return d, y * d + margin
+
+
+class MarginRankingLossFunction(LossFunction):
+    r"""Margin ranking loss of two scores :math:`x_1, x_2` and a target :math:`y` (usually
+    :math:`\pm 1`, any value accepted), broadcast together, with margin :math:`m`:
+
+    .. math::
+        \ell = \max(0, z), \qquad z = -y\,(x_1 - x_2) + m = y\,d + m, \quad d = x_2 - x_1 .
+
+    **Gradients.** With :math:`s = [z \ge 0]` (torch's ``clamp_min`` subgradient: the gradient
+    passes at :math:`z = 0`), :math:`\partial z/\partial x_1 = -y`,
+    :math:`\partial z/\partial x_2 = y` and :math:`\partial z/\partial y = d`:
+
+    .. math::
+        \frac{\partial\ell}{\partial x_1} = -y\,s, \qquad
+        \frac{\partial\ell}{\partial x_2} = y\,s, \qquad
+        \frac{\partial\ell}{\partial y} = (x_2 - x_1)\,s .
+
+    The backward is :math:`g_\ell` times these (summed to each argument's shape); the tangent is
+    :math:`\dot\ell = s\,(y(\dot x_2 - \dot x_1) + d\,\dot y)`. **Second derivatives** are 0
+    except the cross terms :math:`\partial^2\ell/\partial x_1\partial y = -s`,
+    :math:`\partial^2\ell/\partial x_2\partial y = s`; double backward differentiates the
+    expressions above (the step :math:`s` is piecewise constant).
+
+    All three arguments are differentiable (torch's rule: the target enters multiplicatively).
+    The result has torch's promoted dtype of the three, or the default floating dtype when that
+    is integral (``+ margin`` with a Python float). Integer arguments are computed as torch does,
+    :math:`(-y)(x_1 - x_2)` in the integer dtype (wrapping as it does) and then
+    :math:`+ m` in floating point.
+
+    **Memory.** Only the three inputs are saved (the caller's tensors); the backward recomputes
+    :math:`d` and :math:`s`. torch keeps :math:`-y`, :math:`x_1 - x_2` and the clamped result
+    instead: as many bytes, all of them allocated for the graph. Eager, the backward allocates
+    no full-size buffer beside the gradients it returns (it computes them in place in its
+    temporaries), except one when the target's gradient is not needed.
+    """
+
+    @staticmethod
+    def forward(input1, input2, target, margin, reduction):
+        out_dtype, ct = _mr_dtypes(input1, input2, target)
+        if not ct.is_floating_point:
+            # torch's integer arithmetic, then + margin in the default floating dtype
+            z = ((-target) * (input1 - input2)).to(out_dtype) + margin
+            return R.reduce(z.clamp_min(0), reduction)
+        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        fast = _fast(x1, x2, y)
+        d = x2 - x1
+        z = _mul(d, y, fast)  # y·(x2 - x1), bit for bit torch's (-y)·(x1 - x2)
+        if fast:
+            loss = z.add_(margin).clamp_min_(0)
+        else:
+            loss = (z + margin).clamp_min(0)
+        return R.reduce(loss, reduction).to(out_dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input1, input2, target, margin, reduction = inputs
+        ctx.margin, ctx.reduction = margin, reduction
+        ctx.out_dtype = output.dtype
+        ctx.save_for_backward(input1, input2, target)
+        ctx.save_for_forward(input1, input2, target)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input1, input2, target = ctx.saved_tensors
+        need_x1, need_x2, need_y = ctx.needs_input_grad[:3]
+        if grad is None or not (need_x1 or need_x2 or need_y):
+            return None, None, None, None, None
+        ct = opmath_dtype(ctx.out_dtype)
+        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        fast = _fast(x1, x2, y, grad)
+        d = x2 - x1
+        shape = broadcast_shape(d.shape, y.shape)
+        g = _per_element(grad, shape, ctx.reduction, ct)
+        if fast:
+            # gz = [y·d + m >= 0]·g, the gradient of z, computed in place in one full-size
+            # buffer: d's own when the target's gradient (which needs d) is not wanted
+            gz = torch.mul(y, d) if need_y or d.shape != shape else d.mul_(y)
+            gz = gz.add_(ctx.margin).ge_(0).mul_(g)
+        else:
+            gz = ((y * d + ctx.margin) >= 0).to(ct) * g
+        # eager, d becomes the target's gradient and gz that of input1 (see below)
+        gy = R.sum_to(_mul(d, gz, fast), target) if need_y else None
+        gx1 = gx2 = None
+        if need_x2:
+            gx2 = R.sum_to(y * gz, input2)
+        if need_x1:
+            if gx2 is not None and input1.shape == input2.shape and input1.dtype == input2.dtype:
+                reuse = fast and gz.shape == gx2.shape and gz.dtype == gx2.dtype
+                gx1 = torch.neg(gx2, out=gz) if reuse else -gx2
+            elif fast:
+                gx1 = R.sum_to(_mul(gz, y, fast).neg_(), input1)
+            else:
+                gx1 = R.sum_to(-(y * gz), input1)
+        return gx1, gx2, gy, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input1, t_input2, t_target, _m, _r):
+        input1, input2, target = ctx.saved_tensors
+        ct = opmath_dtype(ctx.out_dtype)
+        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        d, z = _mr_hinge_arg(x1, x2, y, ctx.margin)
+        t = None  # tangent of z
+        if t_input1 is not None:
+            t = -(y * t_input1.to(ct))
+        if t_input2 is not None:
+            t = add_tangents(t, y * t_input2.to(ct))
+        if t_target is not None:
+            t = add_tangents(t, d * t_target.to(ct))
+        if t is None:
+            return _zero_tangent(z.shape, ctx.reduction, ctx.out_dtype, z)
+        t = (z >= 0).to(ct) * t  # on the full broadcast shape, whichever tangents were given
+        return R.reduce(t, ctx.reduction).to(ctx.out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# HingeEmbedding
+
+
+def _he_terms(x: Tensor, target: Tensor, margin: float, fast: bool) -> tuple[Tensor, Tensor]:
+    r"""The two terms of the hinge embedding loss on the broadcast shape:
+    :math:`[y \ne 1]\max(0, m - x)` and :math:`[y \ne -1]\,x`.
+
+    torch selects each with ``where``. ``mask * term`` would be NaN where a dropped term is
+    infinite (``0 * inf``), where ``where`` gives 0 (``x = +inf`` with target -1 has loss 0 in
+    torch), so the masks become clamp bounds instead: with ``drop`` the 0/1 mask of the dropped
+    positions, :math:`hi = 1/\text{drop} - 1` is ``+inf`` where the term is kept and 0 where it
+    is dropped, and ``clamp(term, -hi, hi)`` is the term or 0 whatever its value, infinities
+    included (only ``clamp_max(hi)`` for the non-negative hinge). A NaN stays NaN; the loss is
+    NaN there in torch too, as the other term is then NaN as well.
+
+    Eager, this allocates three buffers: the hinge, one target-sized mask (reused for both
+    bounds) and the linear term.
+    """
+    ct = x.dtype
+    hinge = margin - x
+    if fast:
+        hinge = hinge.clamp_min_(0)
+        bound = _cmp_into(torch.eq, target, 1, dtype=ct)
+        bound = bound.reciprocal_().sub_(1)  # hi of the hinge term
+        full = hinge.shape == broadcast_shape(hinge.shape, bound.shape)
+        hinge = hinge.clamp_max_(bound) if full else hinge.clamp_max(bound)
+        bound = _cmp_into(torch.eq, target, -1, bound).reciprocal_().sub_(1)  # hi of the linear term
+        linear = torch.clamp_max(x, bound).clamp_min_(bound.neg_())
+        return hinge, linear
+    hinge = hinge.clamp_min(0).clamp_max((target == 1).to(ct).reciprocal() - 1)
+    bound = (target == -1).to(ct).reciprocal() - 1
+    return hinge, x.clamp(-bound, bound)
+
+
+def _he_coeff(x: Tensor, y: Tensor, margin: float, fast: bool, dtype: torch.dtype) -> Tensor:
+    r""":math:`\partial\ell/\partial x = [y \ne -1] - [y \ne 1][x \le m]` on the broadcast shape,
+    in ``dtype`` (int8 to be saved, or a floating dtype).
+
+    :math:`x \le m` is exactly torch's clamp subgradient :math:`m - x \ge 0` (an IEEE difference
+    is 0 only for equal operands, and the comparison casts ``m`` to the dtype of ``x`` as the
+    subtraction does).
+    """
+    if fast:
+        # two buffers: the step, which becomes the coefficient, and one target-sized mask
+        coeff = _cmp_into(torch.le, x, margin, dtype=dtype)
+        mask = _cmp_into(torch.ne, y, 1, dtype=dtype)
+        coeff = _mul(coeff, mask, fast)
+        return coeff.neg_().add_(_cmp_into(torch.ne, y, -1, mask))
+    active = (x <= margin).to(dtype)  # [m - x >= 0]
+    return (y != -1).to(dtype) - (y != 1).to(dtype) * active
+
+
+class HingeEmbeddingLossFunction(LossFunction):
+    r"""Hinge embedding loss of an input :math:`x` (typically a distance) and a target :math:`y`
+    (broadcast together, possibly to a larger shape), with margin :math:`m`:
+
+    .. math::
+        \ell = [y \ne 1]\,\max(0, m - x) + [y \ne -1]\,x ,
+
+    so :math:`y = 1` gives :math:`x`, :math:`y = -1` gives :math:`\max(0, m - x)`, and any other
+    target value (0, 2, NaN, ...) gives both terms, as torch's composite does.
+
+    **Gradient.** With torch's ``clamp_min`` subgradient :math:`[m - x \ge 0]` (the gradient
+    passes at the kink :math:`x = m`):
+
+    .. math::
+        \frac{\partial\ell}{\partial x} = [y \ne -1] - [y \ne 1]\,[x \le m] \in \{-1, 0, 1\} .
+
+    The backward is :math:`g_\ell` times this (summed to the input's shape), the tangent
+    :math:`\dot\ell` is this times :math:`\dot x`; the second derivative is 0 (the coefficient is
+    piecewise constant). The target is used only in comparisons: it is not differentiable (the
+    functional passes it detached, so a target that requires grad does not make the loss
+    require grad, as in torch).
+
+    **Dtypes.** The result has the dtype of ``input`` (the target's dtype only matters for the
+    comparisons; ``'sum'`` of an integer loss is int64, as ``torch.sum``). Integer inputs are
+    computed as torch does, in their own dtype with the margin converted to it (truncated:
+    ``margin=2.7`` acts as 2 on an int64 input). float16/bfloat16 inputs are computed in
+    float32 with the margin unrounded (torch rounds the margin to the input's dtype first; only
+    a value exactly at the rounded kink can then differ, by the subgradient).
+
+    **Memory.** When the input requires grad, the Function keeps only the coefficient above, as
+    int8 (one byte per element of the loss); torch keeps two bool masks and a float tensor of
+    the loss's shape (six bytes per element in float32). The forward selects its two terms
+    without ``torch.where`` (see :func:`_he_terms`).
+    """
+
+    @staticmethod
+    def forward(input, target, margin, reduction):
+        if not input.dtype.is_floating_point:
+            # torch's composite, in the input's integer dtype
+            hinge = (input.new_full((), margin) - input).clamp_min(0)
+            loss = torch.where(target != 1, hinge, 0) + torch.where(target != -1, input, 0)
+            return R.reduce(loss, reduction)
+        ct = opmath_dtype(input.dtype)
+        x = input.to(ct)
+        fast = _fast(x, target)
+        hinge, linear = _he_terms(x, target, margin, fast)
+        # both terms have the loss's (broadcast) shape; added before reducing, as torch does
+        loss = hinge.add_(linear) if fast else hinge + linear
+        return R.reduce(loss, reduction).to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, margin, reduction = inputs
+        ctx.margin, ctx.reduction = margin, reduction
+        ctx.out_dtype = output.dtype
+        ctx.input_shape = input.shape
+        ctx.has_coeff = ctx.needs_input_grad[0]
+        if ctx.has_coeff:
+            # The backward and the jvp need only the coefficient ∂ℓ/∂x ∈ {-1, 0, 1}, which is
+            # piecewise constant (higher derivatives need nothing more): one int8 per element,
+            # instead of the input and the target (torch keeps two bool masks and a float
+            # tensor of the loss's shape).
+            ct = opmath_dtype(input.dtype)
+            x = input.to(ct)
+            coeff = _he_coeff(x, target, margin, _fast(x, target), torch.int8)
+            ctx.save_for_backward(coeff)
+            ctx.save_for_forward(coeff)
+        else:
+            # nothing to differentiate in reverse mode; the jvp (forward mode) recomputes it
+            ctx.save_for_forward(input, target)
+
+    @staticmethod
+    def _coeff(ctx) -> Tensor:
+        if ctx.has_coeff:
+            return ctx.saved_tensors[0]
+        input, target = ctx.saved_tensors
+        ct = opmath_dtype(input.dtype)
+        return _he_coeff(input.to(ct), target, ctx.margin, False, ct)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        (coeff,) = ctx.saved_tensors
+        ct = opmath_dtype(ctx.out_dtype)
+        gx = coeff * _per_element(grad, coeff.shape, ctx.reduction, ct)
+        if gx.shape != ctx.input_shape:  # the target broadcast the loss beyond the input
+            gx = gx.sum_to_size(ctx.input_shape)
+        return gx.to(ctx.out_dtype), None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input, _t_target, _m, _r):
+        coeff = HingeEmbeddingLossFunction._coeff(ctx)
+        if t_input is None:
+            return _zero_tangent(coeff.shape, ctx.reduction, ctx.out_dtype, coeff)
+        ct = opmath_dtype(ctx.out_dtype)
+        return R.reduce(coeff * t_input.to(ct), ctx.reduction).to(ctx.out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# CosineEmbedding
+
+
+def _cos_dtypes(input1: Tensor, input2: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """``(result, compute)``: the promoted dtype of the inputs, or the default floating dtype
+    when it is integral or bool (torch adds the float EPSILON to integer sums)."""
+    promoted = result_type(input1, input2)
+    if not promoted.is_floating_point:
+        return torch.get_default_dtype(), torch.get_default_dtype()
+    return promoted, opmath_dtype(promoted)
+
+
+def _cos_stats(
+    input1: Tensor, input2: Tensor, ct: torch.dtype, fast: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The per-sample statistics :math:`p = \sum x_1 x_2`, :math:`q_1 = \sum x_1^2 + \varepsilon`,
+    :math:`q_2 = \sum x_2^2 + \varepsilon` over the last (feature) dimension, in ``ct``.
+
+    The same element-wise products and sums as torch (so that, for example, identical rows give
+    :math:`p = q_1 - \varepsilon` exactly and a cosine of exactly 1). Each squared norm runs over
+    its own input's features: an ``(N, 1)`` input against an ``(N, D)`` one has
+    :math:`q_1 = x_1^2` while :math:`p` sums over the broadcast D (torch's rule, reproduced).
+    Integer and bool inputs are multiplied and summed in their integer dtype, as torch does, and
+    converted afterwards.
+    """
+    if not (input1.dtype.is_floating_point or input2.dtype.is_floating_point):
+        p = (input1 * input2).sum(-1).to(ct)
+        q1 = (input1 * input1).sum(-1).to(ct) + EPSILON
+        q2 = (input2 * input2).sum(-1).to(ct) + EPSILON
+        return p, q1, q2
+    a, b = input1.to(ct), input2.to(ct)
+    if fast and a.shape == b.shape:
+        # one product buffer for the three sums
+        buf = a * b
+        p = buf.sum(-1)
+        q1 = torch.mul(a, a, out=buf).sum(-1) + EPSILON
+        return p, q1, torch.mul(b, b, out=buf).sum(-1) + EPSILON
+    return (a * b).sum(-1), (a * a).sum(-1) + EPSILON, (b * b).sum(-1) + EPSILON
+
+
+def _cos_of(p: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``(c, d)``: the cosine :math:`c = p / d` and its denominator :math:`d = \sqrt{q_1 q_2}`.
+
+    :math:`\sqrt{q_1 q_2}` is torch's expression (kept so that the cosine agrees with torch's bit
+    for bit); where the product overflows (norms beyond about :math:`10^{19}` in float32) it is
+    :math:`\sqrt{q_1}\sqrt{q_2}` instead, which is finite, so the cosine stays right where
+    torch's drops to 0. Both are per-sample, O(N), operations.
+    """
+    prod = q1 * q2
+    d = torch.where(torch.isinf(prod), q1.sqrt() * q2.sqrt(), prod.sqrt())
+    return p / d, d
+
+
+def _cos_loss(c: Tensor, y: Tensor, margin: float) -> Tensor:
+    """Per-sample loss: ``1 - c`` where ``y == 1``, ``max(0, c - margin)`` where ``y == -1``, 0
+    elsewhere (per sample: O(N))."""
+    return torch.where(y == 1, 1 - c, 0) + torch.where(y == -1, (c - margin).clamp_min(0), 0)
+
+
+def _cos_dloss(c: Tensor, y: Tensor, margin: float) -> Tensor:
+    r""":math:`\partial\ell/\partial c`: -1 where ``y == 1``, :math:`[c - m \ge 0]` where
+    ``y == -1`` (torch's clamp subgradient), 0 elsewhere; piecewise constant."""
+    neg = torch.where(y == -1, ((c - margin) >= 0).to(c.dtype), 0)
+    return neg - (y == 1).to(c.dtype)
+
+
+def _col(t: Tensor) -> Tensor:
+    """A per-sample quantity as a column, broadcasting along the features."""
+    return t.unsqueeze(-1)
+
+
+def _sum_to_shape(t: Tensor, shape) -> Tensor:
+    """``t`` brought to ``shape``: summed over the dimensions ``shape`` was broadcast along, and
+    expanded (a view) along those where ``t`` is the smaller one. The dtype is kept."""
+    full = broadcast_shape(t.shape, shape)
+    if t.shape != full:
+        t = t.expand(full)
+    return t.sum_to_size(shape) if full != shape else t
+
+
+def _input_grad(u: Tensor, other: Tensor, v: Tensor, own: Tensor, like: Tensor, fast: bool) -> Tensor:
+    """``u[:, None] * other - v[:, None] * own``, each term brought to ``like``'s shape.
+
+    The two terms are summed back separately when their shapes differ: the second comes from
+    :math:`q_i`, which runs over the input's own features, so it must not be summed over a
+    feature dimension along which only the *other* input was broadcast (an ``(N, 1)`` input);
+    the first comes from :math:`p`, over the broadcast features. When the shapes agree (the
+    usual case) it is one expression, in one temporary when eager.
+    """
+    uc, vc = _col(u), _col(v)
+    first = broadcast_shape(uc.shape, other.shape)
+    if first != broadcast_shape(vc.shape, own.shape, like.shape):
+        # summed separately, subtracted in the compute dtype, rounded once
+        diff = _sum_to_shape(other * uc, like.shape) - _sum_to_shape(own * vc, like.shape)
+        return R.sum_to(diff, like)
+    out = other * uc
+    out = out.addcmul_(own, vc, value=-1) if fast else out - own * vc
+    return R.sum_to(out, like)
+
+
+class CosineEmbeddingLossFunction(LossFunction):
+    r"""Cosine embedding loss of two batches of vectors :math:`x_1, x_2` (``(N, D)``, or ``(D)``
+    for one pair) and per-sample targets :math:`y`, with margin :math:`m`:
+
+    .. math::
+        c = \frac{p}{d}, \quad p = \sum_j x_{1j} x_{2j}, \quad d = \sqrt{q_1 q_2}, \quad
+        q_i = \sum_j x_{ij}^2 + \varepsilon, \qquad
+        \ell = \begin{cases} 1 - c & y = 1 \\ \max(0, c - m) & y = -1 \\ 0 & \text{otherwise,}
+        \end{cases}
+
+    with torch's :math:`\varepsilon = 10^{-12}` (a float32 constant: :data:`EPSILON`) added to
+    each squared norm (a zero vector has cosine 0, so loss 1 for :math:`y = 1`). The inputs
+    broadcast against each other and the target against the batch.
+
+    **Gradients.** :math:`\partial p/\partial x_1 = x_2`, :math:`\partial q_1/\partial x_1 =
+    2 x_1` (the constant :math:`\varepsilon` drops out) and
+    :math:`\partial d/\partial x_1 = d\,x_1/q_1`, so
+
+    .. math::
+        \frac{\partial c}{\partial x_1} = \frac{x_2}{d} - \frac{c}{q_1}\,x_1, \qquad
+        \frac{\partial c}{\partial x_2} = \frac{x_1}{d} - \frac{c}{q_2}\,x_2 .
+
+    With :math:`k = g_n\,\partial\ell/\partial c`, where :math:`\partial\ell/\partial c` is
+    :math:`-1` (:math:`y = 1`), :math:`[c - m \ge 0]` (:math:`y = -1`, torch's clamp
+    subgradient) or 0, the backward is
+
+    .. math::
+        \nabla_{x_1} = \frac{k}{d}\,x_2 - \frac{k c}{q_1}\,x_1, \qquad
+        \nabla_{x_2} = \frac{k}{d}\,x_1 - \frac{k c}{q_2}\,x_2
+
+    (each term summed to the input's shape where it was broadcast: the first over the
+    broadcast shape of :math:`p`, the second over the input's own, that of :math:`q_i`), and the
+    tangent is
+    :math:`\dot\ell = \partial\ell/\partial c \cdot \dot c` with
+
+    .. math::
+        \dot c = \frac{\dot p}{d} - c\Big(\frac{\sum_j x_{1j}\dot x_{1j}}{q_1}
+            + \frac{\sum_j x_{2j}\dot x_{2j}}{q_2}\Big), \qquad
+        \dot p = \sum_j (\dot x_{1j} x_{2j} + x_{1j}\dot x_{2j}) .
+
+    Double backward differentiates the backward's expressions (through :math:`c, d, q_i`, the
+    coefficient :math:`\partial\ell/\partial c` being piecewise constant). The target is a
+    selector only, not differentiable (the functional passes it detached, as torch's output does
+    not depend on it).
+
+    **Memory.** Besides the inputs (and the target), the Function keeps the three per-sample
+    statistics :math:`p, q_1, q_2`: O(N) numbers that spare the backward three passes over the
+    ``N x D`` inputs. They come out of ``forward`` as extra outputs (marked non-differentiable;
+    the functional returns only the loss), because a ``setup_context`` Function has no other way
+    to keep a forward intermediate. A backward that is itself differentiated (or traced, or run
+    under a transform) recomputes them from the inputs instead, so that higher derivatives
+    differentiate through them. torch's composite keeps the inputs as well, plus five per-sample
+    float intermediates and two masks (22 bytes per sample in float32, against torchloss's 12).
+
+    **Numerics.** float16/bfloat16 are computed in float32 (torch's float16 computation loses
+    :math:`\varepsilon` and gives NaN for a zero vector); :math:`d` avoids the overflow of
+    :math:`q_1 q_2` (:func:`_cos_of`). Integer and bool inputs are multiplied and summed in their
+    own dtype as torch does. The result has the promoted dtype of the inputs (the default
+    floating dtype for integer inputs); ``'none'`` gives ``(N,)`` or ``()``.
+    """
+
+    @staticmethod
+    def forward(input1, input2, target, margin, reduction):
+        out_dtype, ct = _cos_dtypes(input1, input2)
+        p, q1, q2 = _cos_stats(input1, input2, ct, _fast(input1, input2))
+        c, _ = _cos_of(p, q1, q2)
+        loss = _cos_loss(c, target, margin)
+        return R.reduce(loss, reduction).to(out_dtype), p, q1, q2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input1, input2, target, margin, reduction = inputs
+        loss, p, q1, q2 = output
+        ctx.mark_non_differentiable(p, q1, q2)
+        ctx.set_materialize_grads(False)
+        ctx.margin, ctx.reduction = margin, reduction
+        ctx.out_dtype = loss.dtype
+        ctx.save_for_backward(input1, input2, target, p, q1, q2)
+        ctx.save_for_forward(input1, input2, target)
+
+    @staticmethod
+    def backward(ctx, grad, _gp, _gq1, _gq2):
+        input1, input2, target, p, q1, q2 = ctx.saved_tensors
+        need_x1, need_x2 = ctx.needs_input_grad[:2]
+        if grad is None or not (need_x1 or need_x2):
+            return None, None, None, None, None
+        ct = p.dtype
+        a, b = input1.to(ct), input2.to(ct)
+        fast = _fast(a, b, target, grad)
+        if not fast:
+            # recomputed from the inputs, so that a differentiated backward differentiates them
+            p, q1, q2 = _cos_stats(input1, input2, ct)
+        c, d = _cos_of(p, q1, q2)
+        dloss = _cos_dloss(c, target, ctx.margin)
+        k = dloss * _per_element(grad, dloss.shape, ctx.reduction, ct)
+        u, kc = k / d, k * c
+        gx1 = _input_grad(u, b, kc / q1, a, input1, fast) if need_x1 else None
+        gx2 = _input_grad(u, a, kc / q2, b, input2, fast) if need_x2 else None
+        return gx1, gx2, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_input1, t_input2, _t_target, _m, _r):
+        input1, input2, target = ctx.saved_tensors
+        ct = opmath_dtype(ctx.out_dtype)
+        # recomputed (not the saved statistics): this runs inside forward-mode transforms
+        p, q1, q2 = _cos_stats(input1, input2, ct)
+        c, d = _cos_of(p, q1, q2)
+        dloss = _cos_dloss(c, target, ctx.margin)
+        a, b = input1.to(ct), input2.to(ct)
+        # dp = ṗ; rel = Σ x1 ẋ1 / q1 + Σ x2 ẋ2 / q2 = (q̇1/q1 + q̇2/q2) / 2
+        dp = rel = None
+        if t_input1 is not None:
+            ta = t_input1.to(ct)
+            dp = (ta * b).sum(-1)
+            rel = (a * ta).sum(-1) / q1
+        if t_input2 is not None:
+            tb = t_input2.to(ct)
+            dp = add_tangents(dp, (a * tb).sum(-1))
+            rel = add_tangents(rel, (b * tb).sum(-1) / q2)
+        if dp is None:
+            return _zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None, None, None
+        t = dloss * (dp / d - c * rel)
+        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None, None, None
