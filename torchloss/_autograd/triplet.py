@@ -95,7 +95,6 @@ exactly (in their integer dtype) before the conversion to floating point, as tor
 
 from __future__ import annotations
 
-import inspect
 import math
 import struct
 
@@ -667,11 +666,3 @@ def _sum_to_like(g: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     if g.shape != shape:
         g = g.sum_to_size(shape)
     return g.to(dtype)
-
-
-# torch's Function.apply binds the arguments to ``inspect.signature(forward)`` on every call (to
-# fill in defaults); a signature cached on the function (PEP 362's ``__signature__``, which
-# ``inspect.signature`` returns as is) saves about 15 µs per call, a tenth of a small batch's
-# forward and backward.
-for _function in (TripletMarginLossFunction, TripletDistanceHingeFunction):
-    _function.forward.__signature__ = inspect.signature(_function.forward)
