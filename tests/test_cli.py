@@ -109,3 +109,32 @@ def test_cuda_unavailable_is_a_clean_error(capsys):
         main(["check", "--device", "cuda"])
     assert exc.value.code == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# bench: a smoke test only (nothing here is timed or compared)
+
+
+def test_bench_smoke(tmp_path):
+    path = tmp_path / "bench.csv"
+    r = _run("bench", "--loss", "mse_loss,cross_entropy", "--size", "small", "--rounds", "1",
+             "--min-time", "0.01", "--csv", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ratio" in r.stdout and "geometric mean" in r.stdout
+    rows = list(csv.DictReader(path.open()))
+    assert [row["loss"] for row in rows] == ["mse_loss", "cross_entropy"]
+    for row in rows:
+        assert float(row["torch_s"]) > 0 and float(row["torchloss_s"]) > 0
+        assert int(row["saved_bytes_torchloss"]) > 0 and int(row["peak_bytes_torch"]) > 0
+
+
+def test_bench_covers_every_loss_of_the_case_table():
+    from torchloss.bench import BENCHMARKS
+    from torchloss.testing.cases import CASES
+
+    assert {b.name for b in BENCHMARKS} == {c.name for c in CASES}
+
+
+def test_bench_rejects_unknown_loss():
+    r = _run("bench", "--loss", "nope")
+    assert r.returncode == 2 and "unknown loss" in r.stderr

@@ -2,11 +2,11 @@
 
 Subcommands:
 
-* ``check`` -- a parity report of torchloss against the installed torch (see :mod:`torchloss.check`).
+* ``check`` -- a parity report of torchloss against the installed torch (see :mod:`torchloss.check`);
+* ``bench`` -- speed and memory of every loss against torch.nn.functional (see :mod:`torchloss.bench`).
 
 Each subcommand lives in its own module with an ``add_parser(subparsers)`` that registers it and
-sets ``func`` (called with the parsed arguments, returning the exit status); a new one (``bench``)
-is one more entry in ``SUBCOMMANDS``.
+sets ``func`` (called with the parsed arguments, returning the exit status).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 
 
 def _subcommands():
-    from . import check
+    from . import bench, check
 
-    return [check]
+    return [check, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
