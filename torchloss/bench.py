@@ -30,8 +30,9 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 import torch
 import torch.nn.functional as TF
@@ -69,7 +70,7 @@ def _randn(gen, *shape, device, dtype, scale=1.0):
 def _elementwise(kind: str):
     def make(size, device, dtype, gen):
         shape = BENCH_SHAPES[kind][size]
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         x = _randn(gen, *shape, **kw)
         if kind in ("l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"):
             return Inputs((x, _randn(gen, *shape, **kw)), {}, (0,))
@@ -97,7 +98,7 @@ def _elementwise(kind: str):
 def _classification(kind: str):
     def make(size, device, dtype, gen):
         N, C = BENCH_SHAPES[kind][size]
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         x = _randn(gen, N, C, **kw)
         labels = torch.randint(0, C, (N,), generator=gen).to(device)
         if kind == "nll_loss":
@@ -119,7 +120,7 @@ def _classification(kind: str):
 def _embedding(kind: str):
     def make(size, device, dtype, gen):
         N, D = BENCH_SHAPES[kind][size]
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         a, p, n = (_randn(gen, N, D, **kw) for _ in range(3))
         if kind == "cosine_embedding_loss":
             return Inputs((a, p, _randn(gen, N, **kw).sign()), {}, (0, 1))
