@@ -1,0 +1,55 @@
+"""Forward+backward CPU float32 timings of torchloss's ctc_loss against torch's native kernel.
+
+Run: ``python benchmarks/ctc_bench.py``. The two are measured interleaved (alternating blocks of
+torch.utils.benchmark runs), and the ratio torchloss / torch is reported per shape.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as TF
+from torch.utils import benchmark
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torchloss._functional_ctc import ctc_loss
+
+SHAPES = [(500, 32, 40, 100), (50, 16, 20, 30)]
+
+
+def make(T, N, C, S, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, N, C, generator=g).log_softmax(-1).requires_grad_()
+    targets = torch.randint(1, C, (N, S), generator=g)
+    il = torch.full((N,), T, dtype=torch.long)
+    tl = torch.randint(S // 2, S + 1, (N,), generator=g)
+    return x, targets, il, tl
+
+
+def step(fn, x, targets, il, tl):
+    x.grad = None
+    fn(x, targets, il, tl).backward()
+
+
+def main(rounds: int = 5, min_run_time: float = 0.5) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for shape in SHAPES:
+        args = make(*shape)
+        times = {"torch": [], "torchloss": []}
+        for _ in range(rounds):
+            for name, fn in (("torch", TF.ctc_loss), ("torchloss", ctc_loss)):
+                t = benchmark.Timer(
+                    "step(fn, *args)", globals={"step": step, "fn": fn, "args": args}
+                ).blocked_autorange(min_run_time=min_run_time)
+                times[name].append(t.median)
+        ref, ours = min(times["torch"]), min(times["torchloss"])
+        print(
+            f"T,N,C,S={shape}: torch {ref * 1e3:.2f} ms, torchloss {ours * 1e3:.2f} ms, "
+            f"ratio {ours / ref:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+r"""Connectionist temporal classification (CTC), with torch's gradient and exact higher derivatives.
+
+Notation. ``x = log_probs`` has shape ``(T, N, C)``; sample :math:`n` uses the first
+:math:`T_n` frames and the target :math:`l = (l_1, \dots, l_{L_n})`. The *extended* target
+:math:`l'` of length :math:`L'_n = 2 L_n + 1` interleaves blanks: :math:`l'_{2j} = b` (the blank),
+:math:`l'_{2j+1} = l_{j+1}`. The emission of state :math:`s` at frame :math:`t` is
+:math:`e_t(s) = x_{t, l'_s}`. A transition :math:`s-2 \to s` (skipping a blank) is allowed iff
+:math:`s \ge 2` and :math:`l'_s \ne l'_{s-2}` (torch's rule: a blank state never skips, and a
+repeated label needs a blank in between).
+
+Recursions, all in log space (:math:`\oplus` is log-add-exp):
+
+.. math::
+    \alpha_t(s) &= e_t(s) + \tilde\alpha_t(s), \qquad
+    \tilde\alpha_t(s) = \alpha_{t-1}(s) \oplus \alpha_{t-1}(s-1) \oplus
+                        [\text{skip ok}]\,\alpha_{t-1}(s-2), \\
+    \log p_n &= \alpha_{T_n-1}(L'_n-1) \oplus \alpha_{T_n-1}(L'_n-2), \qquad
+    \ell_n = -\log p_n,
+
+with the virtual start :math:`\alpha_{-1}(0) = 0` (so :math:`\alpha_0(0) = e_0(0)`,
+:math:`\alpha_0(1) = e_0(1)`). :math:`\beta'_t(s)` (the log-probability of the rest of the
+target from state :math:`s` at :math:`t`, *including* :math:`e_t(s)`) obeys the mirrored recursion;
+it *is* the alpha recursion run on each sample's time-reversed frames and reversed extended target
+(the skip rule :math:`l'_s \ne l'_{s+2}` is symmetric), so one vectorised recursion serves both,
+and in the forward of a differentiated loss the two run together, as one batch of :math:`2N`
+rows: half the Python-level steps of running them one after the other. Only the time loop is in
+Python; every step is a handful of ops over ``(2N, 2S+1)``. The joint log-probability of the paths
+through state :math:`s` at frame :math:`t` is :math:`\tilde\alpha_t(s) + \beta'_t(s)` (no
+emission subtracted, so a ``-inf`` log-probability cannot make a ``-inf - -inf``), and the
+posterior occupancy of class :math:`c` is
+
+.. math::
+    \gamma_t(c) = \sum_{s:\ l'_s = c} \exp\big(\tilde\alpha_t(s) + \beta'_t(s) - \log p_n\big)
+                = \frac{\partial \log p_n}{\partial x_{t,n,c}} .
+
+torch's gradient. :math:`\partial\ell_n/\partial x_{t,n,c} = -\gamma_t(c)` for any ``x``;
+torch's kernel returns instead
+
+.. math::
+    G_{t,n,c} = \exp(x_{t,n,c}) - \gamma_t(c) \quad (t < T_n), \qquad 0 \quad (t \ge T_n),
+
+which equals the true gradient *after back-propagation through* ``log_softmax`` (the Jacobian
+of log-softmax maps :math:`\exp(x) = \operatorname{softmax}(z)` to 0), and is what torchloss
+returns too. :math:`G` is exactly the gradient of the potential
+
+.. math::
+    F(x) = \sum_n \ell_n(x) + \sum_n \sum_{t < T_n} \sum_c \exp(x_{t,n,c}),
+
+for *every* ``x``, normalised or not. This fixes the higher-order semantics: the Function behaves
+as if its derivative were :math:`G = \nabla F`. The backward computes :math:`G` with
+differentiable ops when it is itself differentiated, so double backward is the exact Hessian
+:math:`\nabla^2 F = \nabla^2\ell + \operatorname{diag}(\exp x)` (symmetric, as a Hessian must be),
+and ``jvp`` returns :math:`\langle G, \dot x\rangle`, the same linear map as the backward (so
+``jacfwd == jacrev``). Composed with ``log_softmax`` everything is the exact derivative of the
+composed loss: :math:`z \mapsto J(z)^\top G(\operatorname{log\_softmax}(z))` *is* the true
+gradient for every ``z``, hence its derivative (what double backward computes) is the true
+Hessian, and the tangent :math:`\dot x = J\dot z` satisfies :math:`\sum_c e^{x_c}\dot x_c = 0`,
+so :math:`\langle G, \dot x\rangle = -\langle\gamma, \dot x\rangle`. On unnormalised ``x`` the
+derivatives are those of :math:`F`, not of the loss, exactly like torch's first derivative.
+
+Reductions. With the upstream gradient :math:`g`: ``'none'`` gives :math:`g_n`, ``'sum'``
+:math:`g`, ``'mean'`` :math:`g / (N \max(L_n, 1))` (each loss divided by its target length, a
+zero length counting as 1, then averaged). An impossible alignment (:math:`p_n = 0`) gives
+:math:`\ell_n = +\infty` and a NaN gradient on frames :math:`t < T_n` (torch's behaviour), or, with
+``zero_infinity``, a zero loss and a zero gradient.
+
+Saved for backward. A first-order backward (grad mode off, plain tensors) only scales the
+per-sample gradient :math:`G` computed in the forward (a second, non-differentiable output of
+the Function, ``(T, N, C)``: no larger than torch's saved ``log_alpha`` of ``(T, N, 2S+1)``).
+A backward that is itself differentiated (``create_graph``, ``torch.func``), vmapped, or traced by
+``torch.compile`` recomputes :math:`G` from the saved ``log_probs`` with out-of-place,
+NaN-safe differentiable ops, so its derivatives are exact (see :func:`_lse3`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _reduction as R
+from ._base import LossFunction, opmath_dtype
+
+_NEG_INF = float("-inf")
+# exp() of float32 arguments below about -87 (denormal results) is ~30x slower on CPU than of
+# ordinary arguments, and exp(-inf) ~5x slower. The fast path clamps exp arguments at -80:
+# exp(-80) = 1.8e-35 is a normal float32, and negligible next to the 1 that the largest term of
+# every sum contributes (1 + 1.8e-35 == 1 in float32 and float64 alike).
+_EXP_FLOOR = -80.0
+
+
+def _plain(*tensors: Tensor) -> bool:
+    """Whether the fast path (preallocated buffers, ``out=`` and in-place ops) may run: eager
+    mode, no functorch wrappers (vmap's BatchedTensor, grad's GradTrackingTensor)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _extended(targets: Tensor, C: int, blank: int) -> Tensor:
+    """``(N, 2S+1)`` extended targets: blank, l_1, blank, l_2, ..., blank.
+
+    Label values are clamped into ``[0, C)`` (torch does not check them on the CPU and reads
+    memory out of bounds for them; here they read a valid class instead, still meaningless)."""
+    N, S = targets.shape
+    lab = targets.clamp(0, C - 1)
+    blanks = torch.full_like(lab, blank)
+    body = torch.stack([blanks, lab], dim=2).reshape(N, 2 * S)
+    return torch.cat([body, lab.new_full((N, 1), blank)], dim=1)
+
+
+def _skip_mask(ext: Tensor, dtype: torch.dtype) -> Tensor:
+    """0 where the transition s-2 -> s is allowed, -inf elsewhere (``(N, 2S+1)``)."""
+    allowed = torch.zeros_like(ext, dtype=torch.bool)
+    allowed = torch.cat([allowed[:, :2], ext[:, 2:] != ext[:, :-2]], dim=1)
+    zero = torch.zeros((), dtype=dtype, device=ext.device)
+    return torch.where(allowed, zero, _NEG_INF)
+
+
+class _Plan:
+    """Index tensors shared by the forward, the gradient and the tangent of one call."""
+
+    def __init__(self, x: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int):
+        T, N, C = x.shape
+        dev = x.device
+        self.T, self.N, self.C = T, N, C
+        ext = _extended(targets, C, blank)  # (N, L)
+        L = ext.shape[1]
+        self.L = L
+        self.ext = ext
+        il, tl = input_lengths, target_lengths
+        self.il, self.tl = il, tl
+        Ln = 2 * tl + 1  # (N)
+        self.Ln = Ln
+        s = torch.arange(L, device=dev)
+        t = torch.arange(T, device=dev)
+        # reversed extended target: ext_rev[n, r] = ext[n, Ln-1-r] (r < Ln; clamped beyond)
+        r_idx = (Ln.unsqueeze(1) - 1 - s).clamp(min=0)  # (N, L)
+        self.ext_rev = ext.gather(1, r_idx)
+        # reversed frames: frame u of the reversed pass is frame Tn-1-u (u < Tn; clamped beyond)
+        self.t_rev = (il.unsqueeze(0) - 1 - t.unsqueeze(1)).clamp(min=0)  # (T, N)
+        self.valid_t = t.unsqueeze(1) < il.unsqueeze(0)  # (T, N)
+        # where beta'_t(s) lives in the stacked reversed pass: row 1+Tn-1-t, column 2+Ln-1-s;
+        # invalid (t >= Tn or s >= Ln) entries point at column 0, which always holds -inf.
+        valid_s = s.unsqueeze(0) < Ln.unsqueeze(1)  # (N, L)
+        self.beta_row = (1 + self.t_rev).unsqueeze(2)  # (T, N, 1)
+        col = torch.where(valid_s, 2 + r_idx, 0)  # (N, L)
+        self.beta_col = torch.where(self.valid_t.unsqueeze(2), col.unsqueeze(0), 0)  # (T, N, L)
+        self.n_idx = torch.arange(N, device=dev)
+
+    def emissions(self, x: Tensor, both: bool) -> tuple[Tensor, Tensor]:
+        """Emissions ``(T, B, L)`` and skip masks ``(B, L)`` of the forward pass (B = N) or of
+        the forward and reversed passes stacked (B = 2N)."""
+        T, N, L = self.T, self.N, self.L
+        e = x.gather(2, self.ext.unsqueeze(0).expand(T, N, L))
+        mask = _skip_mask(self.ext, x.dtype)
+        if not both:
+            return e, mask
+        x_rev = x.gather(0, self.t_rev.unsqueeze(2).expand(T, N, self.C))
+        e_rev = x_rev.gather(2, self.ext_rev.unsqueeze(0).expand(T, N, L))
+        return torch.cat([e, e_rev], dim=1), torch.cat([mask, _skip_mask(self.ext_rev, x.dtype)], dim=0)
+
+    def log_p(self, X: Tensor) -> Tensor:
+        """:math:`\\log p_n` from the stacked (padded) forward pass ``X`` of ``(T+1, B, L+2)``."""
+        rows = X[self.il, self.n_idx]  # (N, L+2): alpha_{Tn-1}, row 0 being the virtual start
+        last = 2 + self.Ln - 1
+        ends = rows.gather(1, torch.stack([last, last - 1], dim=1))  # (N, 2)
+        lp = torch.logsumexp(ends, dim=1)
+        # no frame: p = 1 for an empty target, else 0 (the virtual start is not a frame)
+        empty = torch.where(self.tl == 0, 0.0, _NEG_INF).to(lp.dtype)
+        return torch.where(self.il == 0, empty, lp)
+
+
+# --------------------------------------------------------------------------------------------
+# The recursion: a fast path (buffers, out=) and a differentiable path (out of place, NaN-safe).
+
+
+def _recurse_fast(E: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``(Y, X)``: :math:`\tilde\alpha` ``(T, B, L)`` and the padded :math:`\alpha`
+    ``(T+1, B, L+2)`` (row 0 the virtual start; columns 0 and 1 the always ``-inf`` states
+    s = -2, -1).
+
+    Four ops per frame on ``(B, L)``, written into preallocated buffers. ``torch.logaddexp``
+    is a single fused kernel that returns ``-inf`` for two ``-inf`` operands (no NaN)."""
+    T, B, L = E.shape
+    X = E.new_full((T + 1, B, L + 2), _NEG_INF)
+    X[0, :, 2] = 0.0
+    Y = torch.empty_like(E)
+    tmp = E.new_empty(B, L)
+    a = X[:-1, :, 2:].unbind(0)
+    b = X[:-1, :, 1:-1].unbind(0)
+    c = X[:-1, :, :-2].unbind(0)
+    out = X[1:, :, 2:].unbind(0)
+    Yt = Y.unbind(0)
+    Et = E.unbind(0)
+    logaddexp, add = torch.logaddexp, torch.add
+    for t in range(T):
+        y = Yt[t]
+        logaddexp(a[t], b[t], out=y)
+        add(c[t], mask, out=tmp)
+        logaddexp(y, tmp, out=y)
+        add(y, Et[t], out=out[t])
+    return Y, X
+
+
+def _lse3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    r""":math:`\log(e^a + e^b + e^c)`, with a NaN-free derivative everywhere, ``-inf`` included.
+
+    The shift :math:`m` (the maximum, 0 where all three are ``-inf``) is detached: the value
+    :math:`m + \log\sum e^{x-m}` does not depend on it, and without it the derivative is exactly
+    the softmax weights (no :math:`1 - \sum` cancellation). The log uses the "double where":
+    where all terms are ``-inf`` the sum is 0 and the result ``-inf``, and the log's argument is
+    replaced by 1 so that its derivative (1/0) never meets the zero upstream gradient of an
+    unreachable state (``0 * inf = NaN``)."""
+    m = torch.maximum(torch.maximum(a, b), c).detach()
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    s = (a - m).exp() + (b - m).exp() + (c - m).exp()
+    pos = s > 0
+    return torch.where(pos, torch.log(torch.where(pos, s, 1.0)) + m, _NEG_INF)
+
+
+def _recurse_autograd(E: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_recurse_fast` written out of place with :func:`_lse3` (differentiable, vmappable)."""
+    T, B, L = E.shape
+    pad = E.new_full((B, 2), _NEG_INF)
+    start = torch.cat([pad, torch.where(torch.arange(L, device=E.device) == 0, 0.0, _NEG_INF).to(E.dtype).expand(B, L)], 1)
+    prev = start
+    xs, ys = [start], []
+    allowed = mask == 0
+    for t in range(T):
+        c = torch.where(allowed, prev[:, :-2], _NEG_INF)
+        y = _lse3(prev[:, 2:], prev[:, 1:-1], c)
+        prev = torch.cat([pad, y + E[t]], 1)
+        ys.append(y)
+        xs.append(prev)
+    return torch.stack(ys), torch.stack(xs)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss and gradient
+
+
+def _forward(x: Tensor, plan: _Plan, with_grad: bool, fast: bool):
+    """``(log p, G)``: per-sample log-likelihoods ``(N)`` and, when ``with_grad``, torch's
+    per-sample gradient :math:`G` ``(T, N, C)`` (before the inf/NaN rule and the reduction)."""
+    E, mask = plan.emissions(x, with_grad)
+    Y, X = (_recurse_fast if fast else _recurse_autograd)(E, mask)
+    N = plan.N
+    logp = plan.log_p(X[:, :N])
+    if not with_grad:
+        return logp, None
+    # joint[t, n, s] = alpha~_t(s) + beta'_t(s); beta' from the reversed half of the batch
+    beta = X[:, N:][plan.beta_row, plan.n_idx.view(1, N, 1), plan.beta_col]  # (T, N, L)
+    T = plan.T
+    idx = plan.ext.unsqueeze(0).expand(T, N, plan.L)
+    if fast:
+        joint = beta.add_(Y[:, :N]).sub_(logp.view(1, N, 1))
+        # invalid states are -inf (-> exp(-80) ~ 1.8e-35, negligible, and masked per frame
+        # below); an impossible sample's NaNs are overwritten by the inf rule
+        gamma = joint.clamp_(min=_EXP_FLOOR).exp_()
+        # sum_s gamma_t(s) = 1 on every valid frame in exact arithmetic; in float32 alpha~ + beta'
+        # carry a drift common to all states of a frame (|log p| ~ 1e4 for T = 4000 has an ulp of
+        # 1e-3), which dividing by the computed sum cancels (T = 4000, S = 2500: max gradient error
+        # 1.8e-3 against float64, torch's 8.5e-3, 1.4e-2 without it)
+        z = gamma.sum(2, keepdim=True)
+        gamma.div_(torch.where(plan.valid_t.unsqueeze(2), z, 1.0))
+        G = torch.exp(x)
+        G.scatter_add_(2, idx, gamma.neg_())
+        G.masked_fill_(~plan.valid_t.unsqueeze(2), 0.0)
+        return logp, G
+    finite = torch.isfinite(logp)
+    logp_safe = torch.where(finite, logp, 0.0)  # double where: no inf - inf in the derivative
+    gamma = (beta + Y[:, :N] - logp_safe.view(1, N, 1)).exp()
+    # the same per-frame normalisation as the fast path (its derivative is 0 in exact arithmetic:
+    # the sum is identically 1 on valid frames)
+    z = gamma.sum(2, keepdim=True)
+    gamma = gamma / torch.where(plan.valid_t.unsqueeze(2) & (z > 0), z, 1.0)
+    G = torch.exp(x) - torch.zeros_like(x).scatter_add(2, idx, gamma)
+    return logp, torch.where(plan.valid_t.unsqueeze(2), G, 0.0)
+
+
+def _losses(logp: Tensor, zero_infinity: bool) -> Tensor:
+    loss = -logp
+    if zero_infinity:
+        loss = torch.where(loss == float("inf"), 0.0, loss)
+    return loss
+
+
+def _reduce(loss: Tensor, reduction: int, tl: Tensor) -> Tensor:
+    if reduction == R.MEAN:
+        return (loss / tl.clamp(min=1).to(loss.dtype)).mean()
+    if reduction == R.SUM:
+        return loss.sum()
+    return loss
+
+
+def _coef(grad: Tensor, reduction: int, tl: Tensor, N: int) -> Tensor:
+    """The gradient each sample's loss receives, shaped ``(1, N, 1)`` (or a 0-d tensor)."""
+    if reduction == R.MEAN:
+        return (grad / (tl.clamp(min=1).to(grad.dtype) * N)).view(1, N, 1)
+    if reduction == R.SUM:
+        return grad
+    return grad.reshape(1, N, 1)
+
+
+class CTCLossFunction(LossFunction):
+    r"""CTC loss of ``log_probs`` ``(T, N, C)`` and padded ``targets`` ``(N, S)`` (int64), with
+    int64 ``input_lengths``/``target_lengths`` ``(N)``; see the module docstring for the
+    recursions, torch's gradient and the derivative semantics.
+
+    Returns ``(loss, G)``: the reduced loss in the input's dtype, and a non-differentiable
+    ``(T, N, C)`` per-sample gradient computed alongside the forward when ``with_grad`` (an empty
+    tensor otherwise), which a first-order backward only scales. The caller keeps ``loss``.
+    """
+
+    @staticmethod
+    def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, with_grad):
+        dtype = opmath_dtype(log_probs.dtype)
+        x = log_probs.to(dtype)
+        plan = _Plan(x, targets, input_lengths, target_lengths, blank)
+        fast = _plain(log_probs, targets, input_lengths, target_lengths)
+        # the gradient is precomputed only on the fast path; elsewhere backward recomputes it
+        logp, G = _forward(x, plan, with_grad and fast, fast)
+        loss = _reduce(_losses(logp, zero_infinity), reduction, target_lengths)
+        if G is None:
+            G = x.new_empty(0)
+        else:
+            G = _apply_inf(G, logp, plan, zero_infinity)
+        return loss.to(log_probs.dtype), G
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, _ = inputs
+        ctx.blank, ctx.reduction, ctx.zero_infinity = blank, reduction, zero_infinity
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, output[1])
+        ctx.save_for_forward(log_probs, targets, input_lengths, target_lengths)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_G):
+        log_probs, targets, il, tl, G = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        N = log_probs.shape[1]
+        g = _coef(grad.to(opmath_dtype(log_probs.dtype)), ctx.reduction, tl, N)
+        if G.numel() == 0 or torch.is_grad_enabled() or not _plain(log_probs, grad, G):
+            G = _gradient(log_probs, targets, il, tl, ctx.blank, ctx.zero_infinity)
+            return (G * g).to(log_probs.dtype), None, None, None, None, None, None, None
+        return G.mul(g).to(log_probs.dtype), None, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t_lp, _t, _il, _tl, _b, _r, _z, _w):
+        log_probs, targets, il, tl = ctx.saved_tensors[:4]
+        dtype = opmath_dtype(log_probs.dtype)
+        G = _gradient(log_probs, targets, il, tl, ctx.blank, ctx.zero_infinity)
+        t_loss = (G * t_lp.to(dtype)).sum(dim=(0, 2))
+        return _reduce(t_loss, ctx.reduction, tl).to(log_probs.dtype), None
+
+
+def _apply_inf(G: Tensor, logp: Tensor, plan: _Plan, zero_infinity: bool) -> Tensor:
+    """Impossible samples (:math:`\\log p_n = -\\infty`): torch's NaN on frames ``t < Tn``, or 0
+    with ``zero_infinity``; frames ``t >= Tn`` are 0 either way."""
+    bad = (logp == _NEG_INF).view(1, -1, 1)
+    if zero_infinity:
+        return torch.where(bad, 0.0, G)
+    nan_here = bad & plan.valid_t.unsqueeze(2)
+    return torch.where(nan_here, float("nan"), G)
+
+
+def _gradient(log_probs: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool) -> Tensor:
+    """:math:`G` recomputed from the inputs, differentiably unless nothing will differentiate it."""
+    x = log_probs.to(opmath_dtype(log_probs.dtype))
+    plan = _Plan(x, targets, il, tl, blank)
+    fast = not torch.is_grad_enabled() and _plain(log_probs)
+    logp, G = _forward(x, plan, True, fast)
+    return _apply_inf(G, logp, plan, zero_infinity)
