@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from . import _reduction as R
-from ._autograd._base import Dispatch, result_type
+from ._autograd._base import Dispatch, broadcast_shape, result_type
 from ._autograd.binary import BCELossFunction, BCEWithLogitsLossFunction, SoftMarginLossFunction
 from ._autograd.classification import (
     CrossEntropyLossFunction,
@@ -29,7 +29,6 @@ from ._autograd.pair import (
     CosineEmbeddingLossFunction,
     HingeEmbeddingLossFunction,
     MarginRankingLossFunction,
-    broadcast_shape,
 )
 from ._autograd.triplet import TripletDistanceHingeFunction, TripletMarginLossFunction
 from ._autograd.margin import (
@@ -93,7 +92,7 @@ def _warn_size(input: Tensor, target: Tensor) -> None:
 def _check_broadcast(input: Tensor, target: Tensor) -> None:
     # torch broadcasts the pair up front; doing the shape arithmetic here gives the same
     # RuntimeError for incompatible shapes without creating expanded views in the graph.
-    torch.broadcast_shapes(input.shape, target.shape)
+    broadcast_shape(input.shape, target.shape)
 
 
 def _weighted_reduction(reduction: str, weight: Tensor, input: Tensor, mean_code: int) -> int:
@@ -281,7 +280,7 @@ def _check_fits(fn: str, name: str, t: Tensor, shape, other: str = "input") -> N
         a != b and b == 1 for a, b in zip(reversed(own), reversed(shape))
     )
     if enlarged:
-        big = list(torch.broadcast_shapes(own, shape))
+        big = list(broadcast_shape(own, shape))
         raise RuntimeError(
             f"{fn}: {name} of shape {list(own)} must broadcast into the {other} shape "
             f"{list(shape)}, but it would enlarge the loss to shape {big}"
@@ -515,7 +514,7 @@ def poisson_nll_loss(
         )
     _require_tensor("poisson_nll_loss", "input", 1, input)
     _require_tensor("poisson_nll_loss", "target", 2, target)
-    torch.broadcast_shapes(input.shape, target.shape)
+    broadcast_shape(input.shape, target.shape)
     # torch's expression subtracts a bool tensor in these cases, which torch refuses
     x_bool, y_bool = input.dtype == torch.bool, target.dtype == torch.bool
     if (x_bool and (y_bool or not log_input)) or (y_bool and full):
@@ -608,7 +607,7 @@ def gaussian_nll_loss(
         raise RuntimeError(
             f"gaussian_nll_loss(): var must be a floating-point tensor, got {var.dtype}"
         )
-    torch.broadcast_shapes(input.shape, target.shape, var_shape)
+    broadcast_shape(input.shape, target.shape, var_shape)
     if input.dtype == torch.bool or target.dtype == torch.bool:
         # torch computes input - target, which refuses bool tensors
         raise RuntimeError(
@@ -662,7 +661,7 @@ def kl_div(
             f"kl_div: Integral inputs not supported. (expected floating-point input and target, "
             f"got {input.dtype} and {target.dtype})"
         )
-    torch.broadcast_shapes(input.shape, target.shape)
+    broadcast_shape(input.shape, target.shape)
     divisor = input.size(0) if reduction == "batchmean" and input.dim() != 0 else 1
     return _kl(input, target, code, divisor, bool(log_target))
 
@@ -1080,7 +1079,7 @@ def multilabel_soft_margin_loss(
     if target.dtype.is_complex:
         raise NotImplementedError(f"{fn}: target must be real, got {_name(target)}")
     if weight is not None:
-        shape = torch.broadcast_shapes(input.shape, target.shape)
+        shape = broadcast_shape(input.shape, target.shape)
         _check_broadcastable(fn, "weight", weight, "loss", shape)
         if weight.dtype.is_complex:
             raise NotImplementedError(f"{fn}: weight must be real, got {_name(weight)}")
@@ -1384,22 +1383,11 @@ def _check_ranks(anchor, positive, negative) -> None:
 
 
 def _broadcast(x: tuple, y: tuple) -> tuple | None:
-    """The broadcast of two shapes, or ``None`` if they do not broadcast (plain Python: this
-    runs on every call, and ``torch.broadcast_shapes`` costs several microseconds)."""
-    if x == y:
-        return tuple(x)
-    if len(x) < len(y):
-        x, y = y, x
-    out = list(x)
-    offset = len(x) - len(y)
-    for i, b in enumerate(y):
-        a = x[offset + i]
-        if a != b:
-            if a == 1:
-                out[offset + i] = b
-            elif b != 1:
-                return None
-    return tuple(out)
+    """The broadcast of two shapes, or ``None`` if they do not broadcast."""
+    try:
+        return tuple(broadcast_shape(x, y))
+    except RuntimeError:
+        return None
 
 
 def _check_rows(fn: str, names: tuple[str, str], shapes: tuple) -> tuple:

@@ -41,6 +41,7 @@ from .. import _reduction as R
 from ._base import (
     LossFunction,
     add_tangents,
+    broadcast_shape,
     opmath,
     opmath_dtype,
     result_type,
@@ -381,7 +382,7 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
         input, target, weight = unpack(ctx, 3)
         ct = opmath_dtype(ctx.out_dtype)
         w = None if weight is None else weight.to(ct)
-        shape = torch.broadcast_shapes(*(t.shape for t in (input, target, weight) if t is not None))
+        shape = broadcast_shape(*(t.shape for t in (input, target, weight) if t is not None))
         return input, target, weight, input.to(ct), target.to(ct), w, shape
 
     @staticmethod

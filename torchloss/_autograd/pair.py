@@ -41,7 +41,7 @@ import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath_dtype, result_type
+from ._base import LossFunction, add_tangents, broadcast_shape, opmath_dtype, result_type
 
 # torch's cosine_embedding_loss adds ATen's EPSILON to each squared norm: 1e-12 as a float32
 # constant, 9.99999996e-13 when seen in float64 (using the double 1e-12 would move float64
@@ -66,27 +66,6 @@ def _fast(*tensors: Tensor | None) -> bool:
         return False
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return not any(t is not None and wrapped(t) for t in tensors)
-
-
-def broadcast_shape(*shapes) -> torch.Size:
-    """``torch.broadcast_shapes`` of tensor shapes, in plain Python.
-
-    torch's version goes through its symbolic-shape machinery (tens of microseconds a call),
-    which would dominate these losses on small inputs. Raises torch's RuntimeError for
-    incompatible sizes.
-    """
-    ndim = max(len(s) for s in shapes)
-    out = [1] * ndim
-    for shape in shapes:
-        for i, size in enumerate(shape, ndim - len(shape)):
-            if size != 1:
-                if out[i] != 1 and out[i] != size:
-                    raise RuntimeError(
-                        f"The size of tensor a ({out[i]}) must match the size of tensor b ({size}) "
-                        f"at non-singleton dimension {i}"
-                    )
-                out[i] = size
-    return torch.Size(out)
 
 
 def _mul(a: Tensor, b: Tensor, fast: bool) -> Tensor:

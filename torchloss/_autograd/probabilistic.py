@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, _combine_categories, add_tangents, opmath_dtype, result_type
+from ._base import LossFunction, _combine_categories, add_tangents, broadcast_shape, opmath_dtype, result_type
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -230,7 +230,7 @@ class PoissonNLLLossFunction(LossFunction):
         need_x, need_y = ctx.needs_input_grad[:2]
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         g = _spread(grad, shape, ctx.reduction, 1, c)
         gx = _pullback(dx, g, shape, input) if need_x else None
@@ -242,7 +242,7 @@ class PoissonNLLLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
         return _finish(t, shape, ctx.reduction, 1, ctx.out_dtype)
@@ -355,7 +355,7 @@ class GaussianNLLLossFunction(LossFunction):
         x, y = _up(input, c), _up(target, c)
         v, vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, straight_through=True)
         d = x - y
-        shape = torch.broadcast_shapes(d.shape, v.shape)
+        shape = broadcast_shape(d.shape, v.shape)
         return input, target, var, c, d, vc, shape
 
     @staticmethod
@@ -454,7 +454,7 @@ class KLDivLossFunction(LossFunction):
         need_x, need_y = ctx.needs_input_grad[:2]
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         g = _spread(grad, shape, ctx.reduction, ctx.divisor, c)
         dx, dy = _kl_partials(x, y, ctx.log_target)
         gx = _pullback(dx, g, shape, input) if need_x else None
@@ -466,7 +466,7 @@ class KLDivLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         dx, dy = _kl_partials(x, y, ctx.log_target)
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
         return _finish(t, shape, ctx.reduction, ctx.divisor, ctx.out_dtype)
