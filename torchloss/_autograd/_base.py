@@ -22,8 +22,11 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 from torch.autograd import Function
+
+from .. import _reduction as R
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -157,3 +160,25 @@ def unpack(ctx, n: int):
     """The saved tensors of a pointwise loss, padded with ``None`` for inputs saved as absent."""
     saved = ctx.saved_tensors
     return tuple(saved) + (None,) * (n - len(saved))
+
+
+def zero_tangent(shape, reduction: int, dtype: torch.dtype, like: Tensor) -> Tensor:
+    """The tangent of a loss when only non-differentiable arguments carried tangents."""
+    return R.reduce(like.new_zeros(shape, dtype=dtype), reduction)
+
+
+def eager_in_place(*tensors: Tensor | None) -> bool:
+    """Whether a forward or backward may take eager shortcuts (update its own temporaries in
+    place, write comparisons with ``out=``, use saved statistics instead of recomputing).
+
+    Only when nothing differentiates or traces the computation: not under ``torch.compile`` (the
+    compiler fuses the out-of-place ops anyway), grad mode off (a backward run with
+    ``create_graph=True`` or under ``torch.func.grad`` has it on), no
+    ``torch.autograd.forward_ad`` level (whose dual tensors would carry tangents through it), and
+    no functorch wrapper among ``tensors`` (a vmap ``BatchedTensor`` may differ in batching from
+    the temporary it would be written into).
+    """
+    if torch.compiler.is_compiling() or torch.is_grad_enabled() or _fwad._current_level != -1:
+        return False
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return not any(t is not None and wrapped(t) for t in tensors)

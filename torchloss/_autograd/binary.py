@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath_dtype, unpack
+from ._base import LossFunction, add_tangents, opmath_dtype, unpack, zero_tangent
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -57,10 +57,6 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 def _softplus(z: Tensor) -> Tensor:
     """``log(1 + e^z)`` with an everywhere-exact autograd derivative (see the module notes)."""
     return torch.logaddexp(z, z.new_zeros(()))
-
-
-def _zero_tangent(shape, reduction: int, dtype: torch.dtype, like: Tensor) -> Tensor:
-    return R.reduce(like.new_zeros(shape, dtype=dtype), reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +152,7 @@ class BCELossFunction(LossFunction):
         if t_target is not None:
             t_loss = add_tangents(t_loss, _bce_dy(x) * t_target.to(ct))
         if t_loss is None:  # only the (non-differentiable) weight carried a tangent
-            return _zero_tangent(x.shape, ctx.reduction, ctx.out_dtype, input)
+            return zero_tangent(x.shape, ctx.reduction, ctx.out_dtype, input)
         if weight is not None:
             t_loss = t_loss * weight.to(ct)
         return R.reduce(t_loss, ctx.reduction).to(ctx.out_dtype)
@@ -345,6 +341,6 @@ class SoftMarginLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         ct = compute_dtype(input.dtype, target)
         if t_input is None:  # only the (non-differentiable) target carried a tangent
-            return _zero_tangent(input.shape, ctx.reduction, ctx.out_dtype, input)
+            return zero_tangent(input.shape, ctx.reduction, ctx.out_dtype, input)
         t = SoftMarginLossFunction._dx(input, target, ct) * t_input.to(ct)
         return R.reduce(t, ctx.reduction).to(ctx.out_dtype)

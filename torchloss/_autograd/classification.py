@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, opmath, opmath_dtype
+from ._base import LossFunction, eager_in_place, opmath, opmath_dtype
 
 
 def _class_dim(input: Tensor | int) -> int:
@@ -118,16 +118,6 @@ def _log_softmax(input: Tensor, cd: int) -> Tensor:
     return torch.log_softmax(input, cd, dtype=opmath_dtype(input.dtype))
 
 
-def _in_place_ok(*tensors: Tensor) -> bool:
-    """Whether a backward may update its temporaries in place: only when it will not itself be
-    differentiated (grad mode is off unless ``create_graph=True`` or a ``torch.func`` transform
-    is active), in eager mode, on plain tensors (functorch wrappers, such as vmap's BatchedTensor, may differ in batching from one
-    another; under ``torch.compile`` the compiler fuses the out-of-place ops anyway)."""
-    if torch.compiler.is_compiling() or torch.is_grad_enabled():
-        return False
-    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
-
-
 # --------------------------------------------------------------------------------------------
 # NLL
 
@@ -183,7 +173,7 @@ class NLLLossFunction(LossFunction):
         g = _per_position(opmath(grad), ctx.reduction, _safe_total(wt, valid) if ctx.reduction == R.MEAN else None)
         coef = torch.where(valid, -(wt * g), 0).to(ctx.dtype)
         gx = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
-        if _in_place_ok(coef):
+        if eager_in_place(coef):
             return gx.scatter_(cd, idx, coef.unsqueeze(cd)), None, None, None, None
         gx = gx.scatter(cd, idx, coef.unsqueeze(cd))  # out of place: differentiable in coef
         return gx, None, None, None, None
@@ -282,7 +272,7 @@ class CrossEntropyLossFunction(LossFunction):
             a_softmax = a_target
         a_softmax, a_target = a_softmax.unsqueeze(cd), a_target.unsqueeze(cd)
         gx = _softmax(input, cd)
-        if _in_place_ok(gx, a_softmax):
+        if eager_in_place(gx, a_softmax):
             # scaled and corrected in place: the softmax buffer becomes the gradient
             gx.mul_(a_softmax).scatter_add_(cd, idx, a_target.neg())
             if eps > 0:
@@ -390,7 +380,7 @@ class CrossEntropyProbsLossFunction(LossFunction):
         if need_x:
             total = wt.sum(cd, keepdim=True)  # A
             gx = torch.softmax(x, cd)
-            if _in_place_ok(gx, total, wt, g):
+            if eager_in_place(gx, total, wt, g):
                 gx = gx.mul_(total).sub_(wt).mul_(g)
             else:
                 gx = (gx * total - wt) * g

@@ -46,6 +46,7 @@ from ._base import (
     opmath_dtype,
     result_type,
     unpack,
+    zero_tangent,
 )
 from .binary import _softplus
 
@@ -71,11 +72,6 @@ def _per_sample_grad(grad: Tensor, n: int, reduction: int, dtype: torch.dtype) -
     if reduction == R.NONE:
         return grad.reshape(-1, 1)
     return R.unreduce(grad, (n,), reduction)
-
-
-def _zero_tangent(shape, reduction: int, dtype: torch.dtype, like: Tensor) -> Tensor:
-    # only a non-differentiable argument carried a tangent
-    return R.reduce(like.new_zeros(shape, dtype=dtype), reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +174,7 @@ class MultiMarginLossFunction(LossFunction):
     def jvp(ctx, t_input, _t_target, _t_weight, _p, _margin, _r):
         input, target, weight = unpack(ctx, 3)
         if t_input is None:
-            return _zero_tangent(target.shape, ctx.reduction, ctx.out_dtype, input)
+            return zero_tangent(target.shape, ctx.reduction, ctx.out_dtype, input)
         coeff = MultiMarginLossFunction._coeff(ctx, input, target, weight)
         t = (coeff * _as_rows(t_input).to(coeff.dtype)).sum(1).reshape(target.shape)
         return R.reduce(t, ctx.reduction).to(ctx.out_dtype)
@@ -296,7 +292,7 @@ class MultiLabelMarginLossFunction(LossFunction):
     def jvp(ctx, t_input, _t_target, _r):
         input, target = ctx.saved_tensors
         if t_input is None:
-            return _zero_tangent(input.shape[:-1], ctx.reduction, ctx.out_dtype, input)
+            return zero_tangent(input.shape[:-1], ctx.reduction, ctx.out_dtype, input)
         coeff = MultiLabelMarginLossFunction._coeff(input, target)
         t = (coeff * _as_rows(t_input).to(coeff.dtype)).sum(1).reshape(input.shape[:-1])
         return R.reduce(t, ctx.reduction).to(ctx.out_dtype)

@@ -27,7 +27,7 @@ argument :math:`z` in torch's order of operations so that, in float32 and float6
 CPU kernels are not vectorised (one ``where`` over 4M float32 elements takes longer than ten
 vectorised element-wise operations). torchloss never selects over the full element-wise shape:
 masks are 0/1 floats (or clamp bounds, see :func:`_he_terms`), and when nothing will differentiate
-or trace the code (:func:`_fast`: eager, grad mode off, no forward-AD level, plain tensors) the
+or trace the code (:func:`~torchloss._autograd._base.eager_in_place`: eager, grad mode off, no forward-AD level, plain tensors) the
 forward and a first-order backward write comparisons straight into float buffers (``out=``) and
 update their own temporaries in place. Otherwise the same formulas run out of place, so that
 autograd, ``torch.func`` and ``torch.compile`` see ordinary differentiable operations; the two
@@ -37,11 +37,18 @@ paths compute the same values (``tests/test_pair_specific.py`` checks them again
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, broadcast_shape, opmath_dtype, result_type
+from ._base import (
+    LossFunction,
+    add_tangents,
+    broadcast_shape,
+    eager_in_place,
+    opmath_dtype,
+    result_type,
+    zero_tangent,
+)
 
 # torch's cosine_embedding_loss adds ATen's EPSILON to each squared norm: 1e-12 as a float32
 # constant, 9.99999996e-13 when seen in float64 (using the double 1e-12 would move float64
@@ -51,21 +58,6 @@ EPSILON = float(torch.tensor(1e-12, dtype=torch.float32))
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
-
-
-def _fast(*tensors: Tensor | None) -> bool:
-    """Whether the eager shortcuts (in place, ``out=``, saved statistics) are safe here.
-
-    Only when nothing differentiates or traces the computation: not under ``torch.compile``,
-    grad mode off (a backward run with ``create_graph=True`` or under ``torch.func.grad`` has it
-    on), no ``torch.autograd.forward_ad`` level (whose dual tensors would carry tangents through
-    the backward), and no functorch wrapper (a vmap ``BatchedTensor`` may differ in batching from
-    the temporary it would be written into).
-    """
-    if torch.compiler.is_compiling() or torch.is_grad_enabled() or _fwad._current_level != -1:
-        return False
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    return not any(t is not None and wrapped(t) for t in tensors)
 
 
 def _mul(a: Tensor, b: Tensor, fast: bool) -> Tensor:
@@ -95,11 +87,6 @@ def _per_element(grad: Tensor, shape, reduction: int, dtype: torch.dtype) -> Ten
     """:math:`g_\\ell`: the upstream gradient of each element of a loss of ``shape``, in the
     compute dtype (a 0-d tensor for ``'mean'``/``'sum'``, a broadcast view, never a copy)."""
     return R.unreduce(grad.to(dtype), shape, reduction)
-
-
-def _zero_tangent(shape, reduction: int, dtype: torch.dtype, like: Tensor) -> Tensor:
-    # only non-differentiable arguments carried tangents
-    return R.reduce(like.new_zeros(shape, dtype=dtype), reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +155,7 @@ class MarginRankingLossFunction(LossFunction):
             z = ((-target) * (input1 - input2)).to(out_dtype) + margin
             return R.reduce(z.clamp_min(0), reduction)
         x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
-        fast = _fast(x1, x2, y)
+        fast = eager_in_place(x1, x2, y)
         d = x2 - x1
         z = _mul(d, y, fast)  # y·(x2 - x1), bit for bit torch's (-y)·(x1 - x2)
         if fast:
@@ -193,7 +180,7 @@ class MarginRankingLossFunction(LossFunction):
             return None, None, None, None, None
         ct = opmath_dtype(ctx.out_dtype)
         x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
-        fast = _fast(x1, x2, y, grad)
+        fast = eager_in_place(x1, x2, y, grad)
         d = x2 - x1
         shape = broadcast_shape(d.shape, y.shape)
         g = _per_element(grad, shape, ctx.reduction, ct)
@@ -233,7 +220,7 @@ class MarginRankingLossFunction(LossFunction):
         if t_target is not None:
             t = add_tangents(t, d * t_target.to(ct))
         if t is None:
-            return _zero_tangent(z.shape, ctx.reduction, ctx.out_dtype, z)
+            return zero_tangent(z.shape, ctx.reduction, ctx.out_dtype, z)
         t = (z >= 0).to(ct) * t  # on the full broadcast shape, whichever tangents were given
         return R.reduce(t, ctx.reduction).to(ctx.out_dtype)
 
@@ -335,7 +322,7 @@ class HingeEmbeddingLossFunction(LossFunction):
             return R.reduce(loss, reduction)
         ct = opmath_dtype(input.dtype)
         x = input.to(ct)
-        fast = _fast(x, target)
+        fast = eager_in_place(x, target)
         hinge, linear = _he_terms(x, target, margin, fast)
         # both terms have the loss's (broadcast) shape; added before reducing, as torch does
         loss = hinge.add_(linear) if fast else hinge + linear
@@ -355,7 +342,7 @@ class HingeEmbeddingLossFunction(LossFunction):
             # tensor of the loss's shape).
             ct = opmath_dtype(input.dtype)
             x = input.to(ct)
-            coeff = _he_coeff(x, target, margin, _fast(x, target), torch.int8)
+            coeff = _he_coeff(x, target, margin, eager_in_place(x, target), torch.int8)
             ctx.save_for_backward(coeff)
             ctx.save_for_forward(coeff)
         else:
@@ -385,7 +372,7 @@ class HingeEmbeddingLossFunction(LossFunction):
     def jvp(ctx, t_input, _t_target, _m, _r):
         coeff = HingeEmbeddingLossFunction._coeff(ctx)
         if t_input is None:
-            return _zero_tangent(coeff.shape, ctx.reduction, ctx.out_dtype, coeff)
+            return zero_tangent(coeff.shape, ctx.reduction, ctx.out_dtype, coeff)
         ct = opmath_dtype(ctx.out_dtype)
         return R.reduce(coeff * t_input.to(ct), ctx.reduction).to(ctx.out_dtype)
 
@@ -555,7 +542,7 @@ class CosineEmbeddingLossFunction(LossFunction):
     @staticmethod
     def forward(input1, input2, target, margin, reduction):
         out_dtype, ct = _cos_dtypes(input1, input2)
-        p, q1, q2 = _cos_stats(input1, input2, ct, _fast(input1, input2))
+        p, q1, q2 = _cos_stats(input1, input2, ct, eager_in_place(input1, input2))
         c, _ = _cos_of(p, q1, q2)
         loss = _cos_loss(c, target, margin)
         return R.reduce(loss, reduction).to(out_dtype), p, q1, q2
@@ -579,7 +566,7 @@ class CosineEmbeddingLossFunction(LossFunction):
             return None, None, None, None, None
         ct = p.dtype
         a, b = input1.to(ct), input2.to(ct)
-        fast = _fast(a, b, target, grad)
+        fast = eager_in_place(a, b, target, grad)
         if not fast:
             # recomputed from the inputs, so that a differentiated backward differentiates them
             p, q1, q2 = _cos_stats(input1, input2, ct)
@@ -611,6 +598,6 @@ class CosineEmbeddingLossFunction(LossFunction):
             dp = add_tangents(dp, (a * tb).sum(-1))
             rel = add_tangents(rel, (b * tb).sum(-1) / q2)
         if dp is None:
-            return _zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None, None, None
+            return zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None, None, None
         t = dloss * (dp / d - c * rel)
         return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None, None, None

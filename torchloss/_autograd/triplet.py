@@ -469,7 +469,7 @@ class TripletMarginLossFunction(LossFunction):
         a, pos, neg = _rows(anchor), _rows(positive), _rows(negative)
         recompute = _backward_is_differentiated(anchor, positive, negative, grad)
         # The first-order eager backward overwrites its own temporaries (as classification's
-        # _in_place_ok allows: grad mode off, plain tensors, not compiling) when the three inputs
+        # eager_in_place allows: grad mode off, plain tensors, not compiling) when the three inputs
         # have one shape, so that no term needs broadcasting or summing.
         in_place = ctx.same_shape and not recompute and not torch.compiler.is_compiling()
 
