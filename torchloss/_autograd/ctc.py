@@ -110,14 +110,21 @@ def _extended(targets: Tensor, C: int, blank: int) -> Tensor:
 
 def _skip_mask(ext: Tensor, dtype: torch.dtype) -> Tensor:
     """0 where the transition s-2 -> s is allowed, -inf elsewhere (``(N, 2S+1)``)."""
-    allowed = torch.zeros_like(ext, dtype=torch.bool)
-    allowed = torch.cat([allowed[:, :2], ext[:, 2:] != ext[:, :-2]], dim=1)
-    zero = torch.zeros((), dtype=dtype, device=ext.device)
-    return torch.where(allowed, zero, _NEG_INF)
+    allowed = torch.cat([torch.zeros_like(ext[:, :2], dtype=torch.bool), ext[:, 2:] != ext[:, :-2]], dim=1)
+    return torch.zeros((), dtype=dtype, device=ext.device).where(allowed, _NEG_INF)
 
 
 class _Plan:
-    """Index tensors shared by the forward, the gradient and the tangent of one call."""
+    r"""Index tensors and masks shared by the forward, the gradient and the tangent of one call.
+
+    The reversed pass runs on the *globally* flipped emissions ``E.flip(0, 2)`` (frame
+    :math:`T-1-u`, state :math:`L-1-r`), so that no per-sample gather is needed in either
+    direction. Sample :math:`n`'s reversed extended target then occupies states
+    :math:`r \ge L - L'_n` (its virtual start), and its reversed frames start at
+    :math:`u = T - T_n`: on the frames before, the emissions are replaced by the *hold* row
+    (0 at the start state, ``-inf`` elsewhere), which keeps the pass at its virtual start.
+    :math:`\beta'` is then the reversed pass flipped back: ``X[1:, N:, 2:].flip(0, 2)``.
+    """
 
     def __init__(self, x: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int):
         T, N, C = x.shape
@@ -127,44 +134,37 @@ class _Plan:
         L = ext.shape[1]
         self.L = L
         self.ext = ext
-        il, tl = input_lengths, target_lengths
-        self.il, self.tl = il, tl
-        Ln = 2 * tl + 1  # (N)
-        self.Ln = Ln
+        self.il, self.tl = input_lengths, target_lengths
+        self.Ln = 2 * target_lengths + 1  # (N)
+        self.valid_t = torch.arange(T, device=dev).unsqueeze(1) < input_lengths  # (T, N)
         s = torch.arange(L, device=dev)
-        t = torch.arange(T, device=dev)
-        # reversed extended target: ext_rev[n, r] = ext[n, Ln-1-r] (r < Ln; clamped beyond)
-        r_idx = (Ln.unsqueeze(1) - 1 - s).clamp(min=0)  # (N, L)
-        self.ext_rev = ext.gather(1, r_idx)
-        # reversed frames: frame u of the reversed pass is frame Tn-1-u (u < Tn; clamped beyond)
-        self.t_rev = (il.unsqueeze(0) - 1 - t.unsqueeze(1)).clamp(min=0)  # (T, N)
-        self.valid_t = t.unsqueeze(1) < il.unsqueeze(0)  # (T, N)
-        # where beta'_t(s) lives in the stacked reversed pass: row 1+Tn-1-t, column 2+Ln-1-s;
-        # invalid (t >= Tn or s >= Ln) entries point at column 0, which always holds -inf.
-        valid_s = s.unsqueeze(0) < Ln.unsqueeze(1)  # (N, L)
-        self.beta_row = (1 + self.t_rev).unsqueeze(2)  # (T, N, 1)
-        col = torch.where(valid_s, 2 + r_idx, 0)  # (N, L)
-        self.beta_col = torch.where(self.valid_t.unsqueeze(2), col.unsqueeze(0), 0)  # (T, N, L)
+        zero = torch.zeros((), dtype=x.dtype, device=dev)
+        # virtual start rows (N, L) of the forward pass (state 0) and of the reversed one
+        self.init_fwd = zero.where(s == 0, _NEG_INF).expand(N, L)
+        self.init_rev = zero.where(s == (L - self.Ln).unsqueeze(1), _NEG_INF)
+        self.hold = ~self.valid_t.flip(0).unsqueeze(2)  # (T, N, 1): reversed frames before the start
         self.n_idx = torch.arange(N, device=dev)
 
-    def emissions(self, x: Tensor, both: bool) -> tuple[Tensor, Tensor]:
-        """Emissions ``(T, B, L)`` and skip masks ``(B, L)`` of the forward pass (B = N) or of
-        the forward and reversed passes stacked (B = 2N)."""
+    def emissions(self, x: Tensor, both: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Emissions ``(T, B, L)``, skip masks ``(B, L)`` and start rows ``(B, L)`` of the
+        forward pass (B = N) or of the forward and reversed passes stacked (B = 2N)."""
         T, N, L = self.T, self.N, self.L
         e = x.gather(2, self.ext.unsqueeze(0).expand(T, N, L))
         mask = _skip_mask(self.ext, x.dtype)
         if not both:
-            return e, mask
-        x_rev = x.gather(0, self.t_rev.unsqueeze(2).expand(T, N, self.C))
-        e_rev = x_rev.gather(2, self.ext_rev.unsqueeze(0).expand(T, N, L))
-        return torch.cat([e, e_rev], dim=1), torch.cat([mask, _skip_mask(self.ext_rev, x.dtype)], dim=0)
+            return e, mask, self.init_fwd
+        e_rev = torch.where(self.hold, self.init_rev, e.flip(0, 2))
+        return (
+            torch.cat([e, e_rev], dim=1),
+            torch.cat([mask, _skip_mask(self.ext.flip(1), x.dtype)], dim=0),
+            torch.cat([self.init_fwd, self.init_rev], dim=0),
+        )
 
     def log_p(self, X: Tensor) -> Tensor:
-        """:math:`\\log p_n` from the stacked (padded) forward pass ``X`` of ``(T+1, B, L+2)``."""
+        r""":math:`\log p_n` from the stacked (padded) forward pass ``X`` of ``(T+1, B, L+2)``."""
         rows = X[self.il, self.n_idx]  # (N, L+2): alpha_{Tn-1}, row 0 being the virtual start
         last = 2 + self.Ln - 1
-        ends = rows.gather(1, torch.stack([last, last - 1], dim=1))  # (N, 2)
-        lp = torch.logsumexp(ends, dim=1)
+        lp = torch.logaddexp(rows.gather(1, last.unsqueeze(1)), rows.gather(1, (last - 1).unsqueeze(1))).squeeze(1)
         # no frame: p = 1 for an empty target, else 0 (the virtual start is not a frame)
         empty = torch.where(self.tl == 0, 0.0, _NEG_INF).to(lp.dtype)
         return torch.where(self.il == 0, empty, lp)
@@ -172,34 +172,6 @@ class _Plan:
 
 # --------------------------------------------------------------------------------------------
 # The recursion: a fast path (buffers, out=) and a differentiable path (out of place, NaN-safe).
-
-
-def _recurse_fast(E: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    r"""``(Y, X)``: :math:`\tilde\alpha` ``(T, B, L)`` and the padded :math:`\alpha`
-    ``(T+1, B, L+2)`` (row 0 the virtual start; columns 0 and 1 the always ``-inf`` states
-    s = -2, -1).
-
-    Four ops per frame on ``(B, L)``, written into preallocated buffers. ``torch.logaddexp``
-    is a single fused kernel that returns ``-inf`` for two ``-inf`` operands (no NaN)."""
-    T, B, L = E.shape
-    X = E.new_full((T + 1, B, L + 2), _NEG_INF)
-    X[0, :, 2] = 0.0
-    Y = torch.empty_like(E)
-    tmp = E.new_empty(B, L)
-    a = X[:-1, :, 2:].unbind(0)
-    b = X[:-1, :, 1:-1].unbind(0)
-    c = X[:-1, :, :-2].unbind(0)
-    out = X[1:, :, 2:].unbind(0)
-    Yt = Y.unbind(0)
-    Et = E.unbind(0)
-    logaddexp, add = torch.logaddexp, torch.add
-    for t in range(T):
-        y = Yt[t]
-        logaddexp(a[t], b[t], out=y)
-        add(c[t], mask, out=tmp)
-        logaddexp(y, tmp, out=y)
-        add(y, Et[t], out=out[t])
-    return Y, X
 
 
 def _lse3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -218,13 +190,12 @@ def _lse3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     return torch.where(pos, torch.log(torch.where(pos, s, 1.0)) + m, _NEG_INF)
 
 
-def _recurse_autograd(E: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def _recurse_autograd(E: Tensor, mask: Tensor, init: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`_recurse_fast` written out of place with :func:`_lse3` (differentiable, vmappable)."""
     T, B, L = E.shape
     pad = E.new_full((B, 2), _NEG_INF)
-    start = torch.cat([pad, torch.where(torch.arange(L, device=E.device) == 0, 0.0, _NEG_INF).to(E.dtype).expand(B, L)], 1)
-    prev = start
-    xs, ys = [start], []
+    prev = torch.cat([pad, init.expand(B, L)], 1)
+    xs, ys = [prev], []
     allowed = mask == 0
     for t in range(T):
         c = torch.where(allowed, prev[:, :-2], _NEG_INF)
@@ -239,43 +210,134 @@ def _recurse_autograd(E: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 # Loss and gradient
 
 
-def _forward(x: Tensor, plan: _Plan, with_grad: bool, fast: bool):
-    """``(log p, G)``: per-sample log-likelihoods ``(N)`` and, when ``with_grad``, torch's
-    per-sample gradient :math:`G` ``(T, N, C)`` (before the inf/NaN rule and the reduction)."""
-    E, mask = plan.emissions(x, with_grad)
-    Y, X = (_recurse_fast if fast else _recurse_autograd)(E, mask)
+def _fast(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool, with_grad: bool):
+    r"""``(log p, G)`` on the eager path: one ``(T+1, H N, L+4)`` buffer, an in-place
+    recursion, a single ``(T, N, L)`` temporary for the posteriors, and few ops (it is also the
+    small-size hot path). ``G`` (when ``with_grad``) has the inf/NaN rule applied.
+
+    Layout. Half 0 (rows ``0..N-1``) runs the mirrored recursion for :math:`\beta'` in
+    *reversed time* and natural state order: ``X[1 + u, n, 2 + s]`` is
+    :math:`\beta'_{T-1-u}(s)`, whose predecessors are the states ``s``, ``s+1`` and ``s+2``; row 0
+    is its virtual start (state :math:`L'_n - 1`). Half 1 (rows ``N..2N-1``, only ``with_grad``)
+    runs :math:`\alpha`: ``X[1 + t, N + n, 2 + s]`` is :math:`\alpha_t(s)`, predecessors ``s``,
+    ``s-1``, ``s-2``, row 0 its virtual start (state 0). Two ``-inf`` padding columns on each side
+    of every row make the out-of-range predecessors ``-inf``.
+
+    Each frame is four ops (two ``logaddexp``, two ``add``) on ``(H, M)``, M = N W - 4: the rows
+    of a half flattened into one contiguous run (state 0 of sample 0 to state L-1 of sample N-1,
+    padding included), one strided view per operand covering both halves (their predecessor
+    columns differ by 2 and 4). A per-sample ``(N, L)`` view would leave the vectorised kernels
+    one scalar tail per sample, which costs ``logaddexp`` 3-4x at L = 61. Rows 1.. are first
+    filled with the emissions and each frame adds :math:`\tilde\alpha` to its row in place; the
+    padding positions compute garbage that their ``-inf`` emission turns back into ``-inf``.
+
+    Consequences of the flat layout, handled before the recursion:
+
+    * a NaN or ``+inf`` emission would leak through the padding into the neighbouring sample
+      (``NaN + -inf``), so such values are replaced by ``-inf`` and the samples that had them
+      (on frames ``t < Tn``, the only ones torch reads) get a NaN loss and gradient at the end,
+      as in torch;
+    * frames ``t >= Tn`` read ``-inf`` for every class but the blank, which reads 0: the
+      reversed pass then *holds* its virtual start until its first real frame ``Tn - 1`` (the
+      start state is a blank; the label state below it is ``-inf``, and a blank never skips),
+      and no per-sample time offset is needed.
+
+    :math:`\log p_n` is :math:`\beta'_0(0) \oplus \beta'_0(1)`, the last row of half 0 (1 for an
+    empty target with no frame, 0 for a non-empty one, with no special case)."""
+    T, N, C = x.shape
+    S = targets.shape[1]
+    L = 2 * S + 1
+    W = L + 4
+    M = N * W - 4
+    H = 2 if with_grad else 1
+    dev = x.device
+    ext = targets.new_full((N, L), blank)
+    ext[:, 1::2] = targets.clamp(0, C - 1)  # torch reads out of bounds for such labels
+    valid = (torch.arange(T, device=dev).unsqueeze(1) < il).unsqueeze(2)  # (T, N, 1)
+    keep = (x < float("inf")) & valid  # False for NaN, +inf and frames t >= Tn
+    bad = keep.sum((0, 2)) != il * C  # NaN or +inf on a frame t < Tn
+    xs = x.where(keep, _NEG_INF)
+    xs[:, :, blank].masked_fill_(~valid.squeeze(2), 0.0)
+    X = x.new_full((T + 1, H * N, W), _NEG_INF)
+    idx = ext.unsqueeze(0).expand(T, N, L)
+    torch.gather(xs.flip(0), 2, idx, out=X[1:, :N, 2 : 2 + L])
+    X[0, :N].scatter_(1, (2 + 2 * tl).unsqueeze(1), 0.0)
+    skip = ext[:, :-2] != ext[:, 2:]  # (N, L-2): the skip between s and s+2 is allowed
+    mask = x.new_full((H, N, W), _NEG_INF)
+    mask[0, :, 2:L].masked_fill_(skip, 0.0)  # reversed: s+2 -> s
+    if with_grad:
+        torch.gather(xs, 2, idx, out=X[1:, N:, 2 : 2 + L])
+        X[0, N:, 2] = 0.0
+        mask[1, :, 4 : L + 2].masked_fill_(skip, 0.0)  # forward: s-2 -> s
+    mask = mask.view(H, N * W)[:, 2 : 2 + M]
+    # per-frame (H, M) views: (offset of half 0, columns half 1 reads right of half 0, frames)
+    sT, sH, base = H * N * W, N * W, X.storage_offset()
+    a, b, c = (
+        X.as_strided((rows, H, M), (sT, sH + shift, 1), base + offset).unbind(0)
+        for offset, shift, rows in ((2, 0, T + 1), (3, -2, T), (4, -4, T))
+    )  # a: state s (a[t + 1] is the row frame t writes); b: s + 1 / s - 1; c: s + 2 / s - 2
+    y = x.new_empty(H, M)
+    tmp = x.new_empty(H, M)
+    logaddexp, add = torch.logaddexp, torch.add
+    for t in range(T):
+        logaddexp(a[t], b[t], out=y)
+        add(c[t], mask, out=tmp)
+        logaddexp(y, tmp, out=y)
+        add(y, a[t + 1], out=a[t + 1])
+    logp = torch.logaddexp(X[T, :N, 2], X[T, :N, 3]).masked_fill_(bad, float("nan"))
+    if not with_grad:
+        return logp, None
+    # log gamma_t(s) = alpha_t(s) + beta'_t(s) - e_t(s) - log p (both passes include the emission
+    # once), accumulated in one buffer: beta' time-flipped back, alpha added, e regathered into
+    # the alpha rows (free by then) and subtracted with log p. An e of -inf is clamped to the
+    # lowest finite value, so that the result is -inf there (alpha and beta' are -inf too), not
+    # NaN. The exp arguments are <= 0 up to rounding, clamped at -80 (slow denormal exps).
+    joint = X[:, :N, 2 : 2 + L].index_select(0, torch.arange(T, 0, -1, device=dev))
+    joint.add_(X[1:, N:, 2 : 2 + L])
+    e = torch.gather(xs, 2, idx, out=X[1:, N:, 2 : 2 + L])
+    e.clamp_(min=torch.finfo(e.dtype).min).add_(logp.view(1, N, 1))
+    gamma = torch.zeros_like(x).scatter_add_(2, idx, joint.sub_(e).clamp_(min=_EXP_FLOOR).exp_())
+    del joint, e, X
+    # sum_c gamma_t(c) = 1 on every valid frame in exact arithmetic. In float32, alpha and beta'
+    # carry a drift common to all states of a frame (|log p| ~ 1e4 for T = 4000 has an ulp of
+    # 1e-3), which dividing by the computed sum cancels (T = 4000, S = 2500: max gradient error
+    # 1.8e-3 against float64, torch's 8.5e-3). Invalid frames and impossible or NaN samples are
+    # overwritten below.
+    G = torch.exp(x).sub_(gamma.div_(gamma.sum(2, keepdim=True)))
+    impossible = (logp == _NEG_INF).view(1, N, 1)
+    if zero_infinity:
+        G.masked_fill_(~valid | impossible, 0.0)
+        return logp, G.masked_fill_(valid & bad.view(1, N, 1), float("nan"))
+    G.masked_fill_(~valid, 0.0)
+    return logp, G.masked_fill_(valid & (impossible | bad.view(1, N, 1)), float("nan"))
+
+
+def _forward_autograd(x: Tensor, plan: _Plan, with_grad: bool):
+    """``(log p, G)`` (G before the inf/NaN rule) like :func:`_fast`, written out of place with :func:`_recurse_autograd` (differentiable,
+    vmappable, traceable)."""
+    E, mask, init = plan.emissions(x, with_grad)
+    Y, X = _recurse_autograd(E, mask, init)
     N = plan.N
     logp = plan.log_p(X[:, :N])
     if not with_grad:
         return logp, None
-    # joint[t, n, s] = alpha~_t(s) + beta'_t(s); beta' from the reversed half of the batch
-    beta = X[:, N:][plan.beta_row, plan.n_idx.view(1, N, 1), plan.beta_col]  # (T, N, L)
-    T = plan.T
-    idx = plan.ext.unsqueeze(0).expand(T, N, plan.L)
-    if fast:
-        joint = beta.add_(Y[:, :N]).sub_(logp.view(1, N, 1))
-        # invalid states are -inf (-> exp(-80) ~ 1.8e-35, negligible, and masked per frame
-        # below); an impossible sample's NaNs are overwritten by the inf rule
-        gamma = joint.clamp_(min=_EXP_FLOOR).exp_()
-        # sum_s gamma_t(s) = 1 on every valid frame in exact arithmetic; in float32 alpha~ + beta'
-        # carry a drift common to all states of a frame (|log p| ~ 1e4 for T = 4000 has an ulp of
-        # 1e-3), which dividing by the computed sum cancels (T = 4000, S = 2500: max gradient error
-        # 1.8e-3 against float64, torch's 8.5e-3, 1.4e-2 without it)
-        z = gamma.sum(2, keepdim=True)
-        gamma.div_(torch.where(plan.valid_t.unsqueeze(2), z, 1.0))
-        G = torch.exp(x)
-        G.scatter_add_(2, idx, gamma.neg_())
-        G.masked_fill_(~plan.valid_t.unsqueeze(2), 0.0)
-        return logp, G
+    # joint[t, n, s] = alpha~_t(s) + beta'_t(s) (no emission subtracted: no -inf - -inf); beta'
+    # holds its start state at 0 on frames t >= Tn: masked so that exp cannot overflow there
+    valid = plan.valid_t.unsqueeze(2)
+    beta = torch.where(valid, X[1:, N:, 2:].flip(0, 2), _NEG_INF)
     finite = torch.isfinite(logp)
     logp_safe = torch.where(finite, logp, 0.0)  # double where: no inf - inf in the derivative
     gamma = (beta + Y[:, :N] - logp_safe.view(1, N, 1)).exp()
     # the same per-frame normalisation as the fast path (its derivative is 0 in exact arithmetic:
     # the sum is identically 1 on valid frames)
     z = gamma.sum(2, keepdim=True)
-    gamma = gamma / torch.where(plan.valid_t.unsqueeze(2) & (z > 0), z, 1.0)
+    gamma = gamma / torch.where(valid & (z > 0), z, 1.0)
+    idx = plan.ext.unsqueeze(0).expand(plan.T, N, plan.L)
     G = torch.exp(x) - torch.zeros_like(x).scatter_add(2, idx, gamma)
-    return logp, torch.where(plan.valid_t.unsqueeze(2), G, 0.0)
+    return logp, torch.where(valid, G, 0.0)
+
+
+
 
 
 def _losses(logp: Tensor, zero_infinity: bool) -> Tensor:
@@ -316,16 +378,13 @@ class CTCLossFunction(LossFunction):
     def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, with_grad):
         dtype = opmath_dtype(log_probs.dtype)
         x = log_probs.to(dtype)
-        plan = _Plan(x, targets, input_lengths, target_lengths, blank)
-        fast = _plain(log_probs, targets, input_lengths, target_lengths)
-        # the gradient is precomputed only on the fast path; elsewhere backward recomputes it
-        logp, G = _forward(x, plan, with_grad and fast, fast)
-        loss = _reduce(_losses(logp, zero_infinity), reduction, target_lengths)
-        if G is None:
-            G = x.new_empty(0)
+        if _plain(log_probs, targets, input_lengths, target_lengths):
+            # the gradient is precomputed only on the fast path; elsewhere backward recomputes it
+            logp, G = _fast(x, targets, input_lengths, target_lengths, blank, zero_infinity, with_grad)
         else:
-            G = _apply_inf(G, logp, plan, zero_infinity)
-        return loss.to(log_probs.dtype), G
+            logp, G = _forward_autograd(x, _Plan(x, targets, input_lengths, target_lengths, blank), False)
+        loss = _reduce(_losses(logp, zero_infinity), reduction, target_lengths)
+        return loss.to(log_probs.dtype), x.new_empty(0) if G is None else G
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -369,7 +428,8 @@ def _apply_inf(G: Tensor, logp: Tensor, plan: _Plan, zero_infinity: bool) -> Ten
 def _gradient(log_probs: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool) -> Tensor:
     """:math:`G` recomputed from the inputs, differentiably unless nothing will differentiate it."""
     x = log_probs.to(opmath_dtype(log_probs.dtype))
+    if not torch.is_grad_enabled() and _plain(log_probs, targets, il, tl):
+        return _fast(x, targets, il, tl, blank, zero_infinity, True)[1]
     plan = _Plan(x, targets, il, tl, blank)
-    fast = not torch.is_grad_enabled() and _plain(log_probs)
-    logp, G = _forward(x, plan, True, fast)
+    logp, G = _forward_autograd(x, plan, True)
     return _apply_inf(G, logp, plan, zero_infinity)
