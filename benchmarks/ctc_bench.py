@@ -14,7 +14,7 @@ import torch.nn.functional as TF
 from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from torchloss._functional_ctc import ctc_loss
+from torchloss.functional import ctc_loss
 
 SHAPES = [(500, 32, 40, 100), (50, 16, 20, 30)]
 

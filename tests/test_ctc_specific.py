@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from torchloss._functional_ctc import CTCLoss, ctc_loss
+from torchloss import CTCLoss
+from torchloss.functional import ctc_loss
 
 REDUCTIONS = ("none", "mean", "sum")
 

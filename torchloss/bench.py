@@ -129,6 +129,18 @@ def _embedding(kind: str):
     return make
 
 
+def _ctc(kind: str):
+    def make(size, device, dtype, gen):
+        T, N, C, S = BENCH_SHAPES[kind][size]
+        x = _randn(gen, T, N, C, device=device, dtype=dtype).log_softmax(-1)
+        targets = torch.randint(1, C, (N, S), generator=gen).to(device)
+        il = torch.full((N,), T, dtype=torch.long, device=device)
+        tl = torch.randint(S // 2, S + 1, (N,), generator=gen).to(device)
+        return Inputs((x, targets, il, tl), {}, (0,))
+
+    return make
+
+
 _LARGE_1D = (4 * 1024 * 1024,)
 BENCH_SHAPES: dict[str, dict[str, tuple]] = {
     **{
@@ -150,6 +162,8 @@ BENCH_SHAPES: dict[str, dict[str, tuple]] = {
         k: {"small": (32, 16), "large": (4096, 1024)}
         for k in ("cosine_embedding_loss", "triplet_margin_loss", "triplet_margin_with_distance_loss")
     },
+    # (T, N, C, S)
+    "ctc_loss": {"small": (50, 16, 20, 30), "large": (500, 32, 40, 100)},
 }
 
 
@@ -158,6 +172,8 @@ def _make_for(name: str):
         return _classification(name)
     if name in ("cosine_embedding_loss", "triplet_margin_loss", "triplet_margin_with_distance_loss"):
         return _embedding(name)
+    if name == "ctc_loss":
+        return _ctc(name)
     return _elementwise(name)
 
 

@@ -164,7 +164,11 @@ class _Plan:
         r""":math:`\log p_n` from the stacked (padded) forward pass ``X`` of ``(T+1, B, L+2)``."""
         rows = X[self.il, self.n_idx]  # (N, L+2): alpha_{Tn-1}, row 0 being the virtual start
         last = 2 + self.Ln - 1
-        lp = torch.logaddexp(rows.gather(1, last.unsqueeze(1)), rows.gather(1, (last - 1).unsqueeze(1))).squeeze(1)
+        ends = rows.gather(1, torch.stack([last, last - 1], dim=1))  # (N, 2)
+        # double where: where both ends are -inf (an impossible sample) the logsumexp runs on
+        # zeros, so its derivative is finite (exp(-inf - -inf) would be NaN) and then masked
+        ok = (ends > _NEG_INF).any(1)
+        lp = torch.logsumexp(torch.where(ok.unsqueeze(1), ends, 0.0), dim=1).where(ok, _NEG_INF)
         # no frame: p = 1 for an empty target, else 0 (the virtual start is not a frame)
         empty = torch.where(self.tl == 0, 0.0, _NEG_INF).to(lp.dtype)
         return torch.where(self.il == 0, empty, lp)
@@ -288,22 +292,26 @@ def _fast(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_i
     if not with_grad:
         return logp, None
     # log gamma_t(s) = alpha_t(s) + beta'_t(s) - e_t(s) - log p (both passes include the emission
-    # once), accumulated in one buffer: beta' time-flipped back, alpha added, e regathered into
-    # the alpha rows (free by then) and subtracted with log p. An e of -inf is clamped to the
-    # lowest finite value, so that the result is -inf there (alpha and beta' are -inf too), not
-    # NaN. The exp arguments are <= 0 up to rounding, clamped at -80 (slow denormal exps).
-    joint = X[:, :N, 2 : 2 + L].index_select(0, torch.arange(T, 0, -1, device=dev))
-    joint.add_(X[1:, N:, 2 : 2 + L])
-    e = torch.gather(xs, 2, idx, out=X[1:, N:, 2 : 2 + L])
+    # once), formed in place in the alpha rows (no (T, N, L) temporary: the peak memory is X and
+    # G): beta' added frame by frame in reversed time (index_add_), e regathered into the beta'
+    # rows (free by then) and subtracted with log p. An e of -inf is clamped to the lowest finite
+    # value, so that the result is -inf there (alpha and beta' are -inf too), not NaN; a NaN or
+    # +inf e only occurs on frames and samples that are overwritten below. The exp arguments are
+    # <= 0 up to rounding, clamped at -80 (slow denormal exps).
+    del xs
+    rows = X[1:, N:, 2 : 2 + L]
+    rows.index_add_(0, torch.arange(T - 1, -1, -1, device=dev), X[1:, :N, 2 : 2 + L])
+    e = torch.gather(x, 2, idx, out=X[1:, :N, 2 : 2 + L])
     e.clamp_(min=torch.finfo(e.dtype).min).add_(logp.view(1, N, 1))
-    gamma = torch.zeros_like(x).scatter_add_(2, idx, joint.sub_(e).clamp_(min=_EXP_FLOOR).exp_())
-    del joint, e, X
-    # sum_c gamma_t(c) = 1 on every valid frame in exact arithmetic. In float32, alpha and beta'
+    gamma = rows.sub_(e).clamp_(min=_EXP_FLOOR).exp_()
+    # sum_s gamma_t(s) = 1 on every valid frame in exact arithmetic. In float32, alpha and beta'
     # carry a drift common to all states of a frame (|log p| ~ 1e4 for T = 4000 has an ulp of
     # 1e-3), which dividing by the computed sum cancels (T = 4000, S = 2500: max gradient error
     # 1.8e-3 against float64, torch's 8.5e-3). Invalid frames and impossible or NaN samples are
     # overwritten below.
-    G = torch.exp(x).sub_(gamma.div_(gamma.sum(2, keepdim=True)))
+    gamma.div_(gamma.sum(2, keepdim=True))
+    G = torch.exp(x).neg_().scatter_add_(2, idx, gamma).neg_()
+    del X, e, gamma, rows
     impossible = (logp == _NEG_INF).view(1, N, 1)
     if zero_infinity:
         G.masked_fill_(~valid | impossible, 0.0)
@@ -340,6 +348,12 @@ def _forward_autograd(x: Tensor, plan: _Plan, with_grad: bool):
 
 
 
+def _batched(log_probs: Tensor) -> Tensor:
+    """``(T, N, C)`` from batched or unbatched ``(T, C)`` log-probabilities (a view inside the
+    Function, so that an unbatched call is still one node)."""
+    return log_probs.unsqueeze(1) if log_probs.dim() == 2 else log_probs
+
+
 def _losses(logp: Tensor, zero_infinity: bool) -> Tensor:
     loss = -logp
     if zero_infinity:
@@ -365,7 +379,7 @@ def _coef(grad: Tensor, reduction: int, tl: Tensor, N: int) -> Tensor:
 
 
 class CTCLossFunction(LossFunction):
-    r"""CTC loss of ``log_probs`` ``(T, N, C)`` and padded ``targets`` ``(N, S)`` (int64), with
+    r"""CTC loss of ``log_probs`` ``(T, N, C)`` (or unbatched ``(T, C)``, with ``N = 1``) and padded ``targets`` ``(N, S)`` (int64), with
     int64 ``input_lengths``/``target_lengths`` ``(N)``; see the module docstring for the
     recursions, torch's gradient and the derivative semantics.
 
@@ -377,13 +391,15 @@ class CTCLossFunction(LossFunction):
     @staticmethod
     def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, with_grad):
         dtype = opmath_dtype(log_probs.dtype)
-        x = log_probs.to(dtype)
+        x = _batched(log_probs).to(dtype)
         if _plain(log_probs, targets, input_lengths, target_lengths):
             # the gradient is precomputed only on the fast path; elsewhere backward recomputes it
             logp, G = _fast(x, targets, input_lengths, target_lengths, blank, zero_infinity, with_grad)
         else:
             logp, G = _forward_autograd(x, _Plan(x, targets, input_lengths, target_lengths, blank), False)
         loss = _reduce(_losses(logp, zero_infinity), reduction, target_lengths)
+        if log_probs.dim() == 2 and reduction == R.NONE:
+            loss = loss.squeeze(0)
         return loss.to(log_probs.dtype), x.new_empty(0) if G is None else G
 
     @staticmethod
@@ -399,20 +415,24 @@ class CTCLossFunction(LossFunction):
         log_probs, targets, il, tl, G = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return (None,) * 8
-        N = log_probs.shape[1]
+        N = _batched(log_probs).shape[1]
         g = _coef(grad.to(opmath_dtype(log_probs.dtype)), ctx.reduction, tl, N)
         if G.numel() == 0 or torch.is_grad_enabled() or not _plain(log_probs, grad, G):
             G = _gradient(log_probs, targets, il, tl, ctx.blank, ctx.zero_infinity)
-            return (G * g).to(log_probs.dtype), None, None, None, None, None, None, None
-        return G.mul(g).to(log_probs.dtype), None, None, None, None, None, None, None
+            out = G * g
+        else:
+            out = G.mul(g)
+        return out.reshape(log_probs.shape).to(log_probs.dtype), None, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, t_lp, _t, _il, _tl, _b, _r, _z, _w):
         log_probs, targets, il, tl = ctx.saved_tensors[:4]
         dtype = opmath_dtype(log_probs.dtype)
         G = _gradient(log_probs, targets, il, tl, ctx.blank, ctx.zero_infinity)
-        t_loss = (G * t_lp.to(dtype)).sum(dim=(0, 2))
-        return _reduce(t_loss, ctx.reduction, tl).to(log_probs.dtype), None
+        t_loss = _reduce((G * _batched(t_lp).to(dtype)).sum(dim=(0, 2)), ctx.reduction, tl)
+        if log_probs.dim() == 2 and ctx.reduction == R.NONE:
+            t_loss = t_loss.squeeze(0)
+        return t_loss.to(log_probs.dtype), None
 
 
 def _apply_inf(G: Tensor, logp: Tensor, plan: _Plan, zero_infinity: bool) -> Tensor:
@@ -427,7 +447,7 @@ def _apply_inf(G: Tensor, logp: Tensor, plan: _Plan, zero_infinity: bool) -> Ten
 
 def _gradient(log_probs: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool) -> Tensor:
     """:math:`G` recomputed from the inputs, differentiably unless nothing will differentiate it."""
-    x = log_probs.to(opmath_dtype(log_probs.dtype))
+    x = _batched(log_probs).to(opmath_dtype(log_probs.dtype))
     if not torch.is_grad_enabled() and _plain(log_probs, targets, il, tl):
         return _fast(x, targets, il, tl, blank, zero_infinity, True)[1]
     plan = _Plan(x, targets, il, tl, blank)

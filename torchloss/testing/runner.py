@@ -3,7 +3,8 @@
 The case table (:mod:`torchloss.testing.cases`) says *what* to run; this module turns a
 :class:`~torchloss.testing.cases.LossCase` into calls:
 
-* :func:`functions` -- the torchloss functional and torch's, looked up by the case's name;
+* :func:`functions` -- the torchloss functional and torch's, looked up by the case's name (and
+  composed with ``case.compose`` when the case has one);
 * :func:`quiet` -- a wrapper that silences warnings (broadcasting, deprecations) inside a call;
 * :func:`samples` / :func:`combos` -- a case's samples on a device and dtype, and every
   ``(index, sample, reduction)`` combination with the keyword arguments of the call;
@@ -40,7 +41,19 @@ def functions(case: LossCase) -> tuple[Callable, Callable]:
     ref = getattr(TF, case.name, None)
     if ref is None:
         raise LookupError(f"torch.nn.functional has no {case.name!r} (torch {torch.__version__})")
+    if case.compose is not None:
+        ours, ref = _composed(ours, case.compose), _composed(ref, case.compose)
     return ours, ref
+
+
+def _composed(fn: Callable, inner: Callable) -> Callable:
+    """``fn(inner(x), *rest)``: the loss as the generic checks call it (see ``LossCase.compose``)."""
+
+    @functools.wraps(fn)
+    def call(x, *args, **kwargs):
+        return fn(inner(x), *args, **kwargs)
+
+    return call
 
 
 def quiet(fn: Callable) -> Callable:
