@@ -322,3 +322,60 @@ def test_low_precision_computed_in_float32(dtype):
     ref, ref_g = _value_and_grad(TF.ctc_loss, xl.float(), targets, il, tl, reduction="none")
     _same(out, ref.to(dtype), rtol=0, atol=0)
     _same(g, ref_g.to(dtype), rtol=1e-2, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# The eager path's layout and reductions
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_class_sums_both_ways(dense, create_graph, monkeypatch):
+    # the scatter (CPU default) and the one-hot contraction (CUDA default, deterministic there)
+    # give torch's gradient, on the eager path and the differentiable one
+    from torchloss._autograd import ctc as ctc_mod
+
+    monkeypatch.setattr(ctc_mod, "DENSE_CLASS_SUMS", dense)
+    x, targets, il, tl = _problem()
+    x = x.requires_grad_()
+    (g,) = torch.autograd.grad(ctc_loss(x, targets, il, tl, reduction="sum"), x, create_graph=create_graph)
+    _, ref_g = _value_and_grad(TF.ctc_loss, x, targets, il, tl, reduction="sum")
+    _same(g.detach(), ref_g)
+
+
+def test_deterministic(device):
+    x, targets, il, tl = _problem(T=40, N=4, C=7, S=12, device=device)
+    targets[:, 1::2] = targets[:, ::2]  # many repeated classes per sample
+    runs = [_value_and_grad(ctc_loss, x, targets, il, tl) for _ in range(3)]
+    for out, g in runs[1:]:
+        assert torch.equal(out, runs[0][0]) and torch.equal(g, runs[0][1])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_stays_in_its_sample(bad):
+    # a NaN or +inf log-probability on a frame t < T_n spoils only sample n (torch: the same);
+    # on a frame t >= T_n it is ignored
+    x, targets, il, tl = _problem()
+    x = x.clone()
+    x[2, 1, int(targets[1, 0])] = bad  # sample 1, frame 2 < 10, a class of its target
+    x[11, 3, 0] = bad  # sample 3, frame 11 >= T_3 = 7: ignored
+    unused = int(torch.isin(torch.arange(6), targets[2, :3], invert=True).nonzero()[1])
+    x[4, 2, unused] = bad  # sample 2, a class its target does not use: the loss ignores it
+    out, g = _value_and_grad(ctc_loss, x, targets, il, tl, reduction="none")
+    ref, ref_g = _value_and_grad(TF.ctc_loss, x, targets, il, tl, reduction="none")
+    assert out[1].isnan() and not ref[1].isfinite()
+    assert g[:10, 1].isnan().any() and ref_g[:10, 1].isnan().any()
+    _same(out[[0, 2, 3]], ref[[0, 2, 3]])
+    _same(g[:, [0, 2, 3]], ref_g[:, [0, 2, 3]])
+
+
+def test_odd_shapes_match_torch():
+    # one sample, one frame, one class besides the blank; labels longer than frames; S = 0
+    for T, N, C, S in [(1, 1, 2, 1), (3, 2, 2, 4), (5, 3, 3, 0), (2, 5, 9, 1)]:
+        g = torch.Generator().manual_seed(T * 100 + S)
+        x = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1)
+        targets = torch.randint(1, C, (N, S), generator=g)
+        il = torch.randint(0, T + 1, (N,), generator=g)
+        tl = torch.randint(0, S + 1, (N,), generator=g)
+        for zero_infinity in (False, True):
+            _compare(x, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
