@@ -1220,7 +1220,10 @@ def margin_ranking_loss(
     shape = broadcast_shape(input1.shape, input2.shape)
     _check_broadcastable(fn, "target", target, "input1/input2 broadcast", shape)
     _no_complex(fn, result_type(input1, input2, target), "inputs and target")
-    return _margin_ranking(input1, input2, target, margin, code)
+    # the usual training call (scores that require grad, a constant target): the Function keeps
+    # one byte per element for backward instead of the two scores
+    keep_step = torch.is_grad_enabled() and (input1.requires_grad or input2.requires_grad) and not target.requires_grad
+    return _margin_ranking(input1, input2, target, margin, code, keep_step)[0]
 
 
 # --------------------------------------------------------------------------------------------

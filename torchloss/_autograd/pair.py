@@ -140,44 +140,79 @@ class MarginRankingLossFunction(LossFunction):
     :math:`(-y)(x_1 - x_2)` in the integer dtype (wrapping as it does) and then
     :math:`+ m` in floating point.
 
-    **Memory.** Only the three inputs are saved (the caller's tensors); the backward recomputes
-    :math:`d` and :math:`s`. torch keeps :math:`-y`, :math:`x_1 - x_2` and the clamped result
-    instead: as many bytes, all of them allocated for the graph. Eager, the backward allocates
-    no full-size buffer beside the gradients it returns (it computes them in place in its
-    temporaries), except one when the target's gradient is not needed.
+    **Memory.** With ``keep_step`` (the caller's scores require grad and its target does not:
+    the usual training call) the Function returns the step :math:`s` as a second,
+    non-differentiable bool output and keeps only it and the target for backward (one byte per
+    element beyond the inputs): the two gradients are :math:`\mp y\,s\,g_\ell`, and their
+    derivatives need nothing more (:math:`s` is piecewise constant, the target a constant).
+    Otherwise the three inputs are saved (the caller's tensors) and the backward recomputes
+    :math:`d` and :math:`s`. torch keeps :math:`-y` and :math:`x_1 - x_2` (eight bytes per
+    float32 element, all allocated for the graph). Eager, the backward allocates no full-size
+    buffer beside the gradients it returns (it computes them in place in its temporaries),
+    except one when the target's gradient is not needed.
     """
 
     @staticmethod
-    def forward(input1, input2, target, margin, reduction):
+    def forward(input1, input2, target, margin, reduction, keep_step):
         out_dtype, ct = _mr_dtypes(input1, input2, target)
         if not ct.is_floating_point:
             # torch's integer arithmetic, then + margin in the default floating dtype
             z = ((-target) * (input1 - input2)).to(out_dtype) + margin
-            return R.reduce(z.clamp_min(0), reduction)
+            return R.reduce(z.clamp_min(0), reduction), z.new_empty(0, dtype=torch.bool)
         x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
         fast = eager_in_place(x1, x2, y)
         d = x2 - x1
         z = _mul(d, y, fast)  # y·(x2 - x1), bit for bit torch's (-y)·(x1 - x2)
         if fast:
-            loss = z.add_(margin).clamp_min_(0)
+            z = z.add_(margin)
+            step = torch.ge(z, 0) if keep_step else z.new_empty(0, dtype=torch.bool)
+            loss = z.clamp_min_(0)
         else:
-            loss = (z + margin).clamp_min(0)
-        return R.reduce(loss, reduction).to(out_dtype)
+            z = z + margin
+            step = z >= 0 if keep_step else z.new_empty(0, dtype=torch.bool)
+            loss = z.clamp_min(0)
+        return R.reduce(loss, reduction).to(out_dtype), step
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input1, input2, target, margin, reduction = inputs
+        input1, input2, target, margin, reduction, keep_step = inputs
         ctx.margin, ctx.reduction = margin, reduction
-        ctx.out_dtype = output.dtype
-        ctx.save_for_backward(input1, input2, target)
+        ctx.out_dtype = output[0].dtype
+        ctx.mark_non_differentiable(output[1])
+        ctx.step = bool(keep_step)  # only floating inputs can require grad
+        ctx.shapes = (input1.shape, input2.shape)
+        if ctx.step:
+            ctx.save_for_backward(output[1], target)
+        else:
+            ctx.save_for_backward(input1, input2, target)
         ctx.save_for_forward(input1, input2, target)
 
     @staticmethod
-    def backward(ctx, grad):
-        input1, input2, target = ctx.saved_tensors
+    def backward(ctx, grad, _grad_step):
         need_x1, need_x2, need_y = ctx.needs_input_grad[:3]
         if grad is None or not (need_x1 or need_x2 or need_y):
-            return None, None, None, None, None
+            return None, None, None, None, None, None
+        if ctx.step:
+            return MarginRankingLossFunction._backward_step(ctx, grad) + (None, None, None, None)
+        return MarginRankingLossFunction._backward_inputs(ctx, grad) + (None,)
+
+    @staticmethod
+    def _backward_step(ctx, grad):
+        r"""``(gx1, gx2)`` from the saved step and target: :math:`\mp y\,s\,g`."""
+        step, target = ctx.saved_tensors
+        ct = opmath_dtype(ctx.out_dtype)
+        g = _per_element(grad, step.shape, ctx.reduction, ct)
+        gx2 = (step * target.to(ct)) * g  # y·s·g, on the broadcast shape
+        s1, s2 = ctx.shapes
+        gx1 = -gx2 if ctx.needs_input_grad[0] else None
+        gx1 = None if gx1 is None else (gx1 if gx1.shape == s1 else gx1.sum_to_size(s1))
+        gx2 = (gx2 if gx2.shape == s2 else gx2.sum_to_size(s2)) if ctx.needs_input_grad[1] else None
+        return gx1, gx2
+
+    @staticmethod
+    def _backward_inputs(ctx, grad):
+        input1, input2, target = ctx.saved_tensors
+        need_x1, need_x2, need_y = ctx.needs_input_grad[:3]
         ct = opmath_dtype(ctx.out_dtype)
         x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
         fast = eager_in_place(x1, x2, y, grad)
@@ -207,8 +242,8 @@ class MarginRankingLossFunction(LossFunction):
         return gx1, gx2, gy, None, None
 
     @staticmethod
-    def jvp(ctx, t_input1, t_input2, t_target, _m, _r):
-        input1, input2, target = ctx.saved_tensors
+    def jvp(ctx, t_input1, t_input2, t_target, _m, _r, _k):
+        input1, input2, target = ctx.saved_tensors  # the ones saved for forward
         ct = opmath_dtype(ctx.out_dtype)
         x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
         d, z = _mr_hinge_arg(x1, x2, y, ctx.margin)
@@ -220,9 +255,9 @@ class MarginRankingLossFunction(LossFunction):
         if t_target is not None:
             t = add_tangents(t, d * t_target.to(ct))
         if t is None:
-            return zero_tangent(z.shape, ctx.reduction, ctx.out_dtype, z)
+            return zero_tangent(z.shape, ctx.reduction, ctx.out_dtype, z), None
         t = (z >= 0).to(ct) * t  # on the full broadcast shape, whichever tangents were given
-        return R.reduce(t, ctx.reduction).to(ctx.out_dtype)
+        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None
 
 
 # --------------------------------------------------------------------------------------------
