@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -138,3 +139,133 @@ def test_bench_covers_every_loss_of_the_case_table():
 def test_bench_rejects_unknown_loss():
     r = _run("bench", "--loss", "nope")
     assert r.returncode == 2 and "unknown loss" in r.stderr
+
+
+def test_interpolate_shapes():
+    from torchloss.bench import interpolate_shapes
+
+    assert interpolate_shapes((32,), (4194304,), 4) == [(32,), (1625,), (82570,), (4194304,)]
+    assert interpolate_shapes((32, 10), (4096, 10), 3) == [(32, 10), (362, 10), (4096, 10)]
+    assert interpolate_shapes((50, 16, 20, 30), (500, 32, 40, 100), 2) == [(50, 16, 20, 30), (500, 32, 40, 100)]
+    assert interpolate_shapes((2,), (3,), 5) == [(2,), (3,)]  # equal after rounding: kept once
+    assert interpolate_shapes((8, 4), (2, 4), 3) == [(8, 4), (4, 4), (2, 4)]  # decreasing works too
+    shapes = interpolate_shapes((32, 16), (4096, 1024), 7)
+    assert len(shapes) == 7 and shapes[0] == (32, 16) and shapes[-1] == (4096, 1024)
+    assert all(all(a <= b for a, b in zip(s, t)) for s, t in itertools.pairwise(shapes))
+    assert all(isinstance(d, int) for s in shapes for d in s)
+    for bad in (((32,), (64,), 1), ((32,), (64, 2), 3), ((0,), (64,), 3)):
+        with pytest.raises(ValueError):
+            interpolate_shapes(*bad)
+
+
+def test_bench_makers_take_any_shape():
+    import torch
+
+    from torchloss.bench import BENCHMARKS, interpolate_shapes
+
+    for b in BENCHMARKS:
+        _, middle, _ = interpolate_shapes(b.shapes["small"], b.shapes["large"], 3)
+        inputs = b.make(middle, torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+        first = tuple(inputs.args[0].shape)
+        assert first == middle[: len(first)], (b.name, first, middle)
+        assert torch.isfinite(getattr(F, b.name)(*inputs.args, **inputs.kwargs)), b.name
+
+
+def test_bench_sweep_smoke(tmp_path, capsys):
+    path = tmp_path / "bench.csv"
+    argv = ["bench", "--loss", "mse_loss", "--size", "small", "--rounds", "1", "--min-time", "0.01", "--sweep", "2",
+            "--csv", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep-2" in out and "sweep: " in out
+    rows = [(row["size"], row["shape"]) for row in csv.DictReader(path.open())]
+    # the small end point is reused from the table, the large one measured
+    assert rows == [("small", "32"), ("sweep-1", "32"), ("sweep-2", "4194304")]
+
+
+def test_bench_sweep_needs_two_sizes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--loss", "mse_loss", "--sweep", "1"])
+    assert exc.value.code == 2 and "at least 2" in capsys.readouterr().err
+
+
+def test_bench_markdown(tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "docs" / "bench.md"
+    argv = ["bench", "--loss", "mse_loss,kl_div", "--size", "small", "--rounds", "1", "--min-time", "0.01",
+            "--markdown", str(path), "--note", "A placeholder."]
+    assert main(argv) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0] == "# torchloss benchmarks"
+    assert "> **Note:** A placeholder." in lines[:4]
+    assert "## Targets" in lines and "every ratio <= 1.5" in text
+    machine = lines[lines.index("## Machine"):lines.index("## Results")]
+    for key in ("CPU", "cores", "torch threads", "torch", "OS", "Python", "device", "dtype", "date"):
+        assert any(line.startswith(f"| {key} | ") for line in machine), key
+    assert f"| torch threads | {torch.get_num_threads()} intra-op" in text and torch.__version__ in text
+    table = [line for line in lines[lines.index("## Results"):] if line.startswith("|")]
+    assert table[0].startswith("| loss | size | shape | torch | torchloss | ratio | spread | saved")
+    assert table[0].rstrip(" |").endswith("target")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| `mse_loss`", "| `kl_div`"]
+    assert all(row.count("|") == table[0].count("|") for row in table)
+    assert all(row.endswith(("| ✓ |", " |")) and ("✓" in row or "✗" in row) for row in table[2:])
+    summary = [line for line in lines[lines.index("## Results"):] if line.startswith("- **")]
+    assert summary[0].startswith("- **small**: geometric mean of the ratios") and "worst" in summary[0]
+    assert summary[-1].startswith("- **memory**")
+    assert "## Plots" not in text and "## Time against size" not in text
+
+
+def _result(loss="mse_loss", size="large", ratio=1.0, saved=(8, 8), peak=(8, 8)):
+    from torchloss.bench import Result
+
+    return Result(loss, size, (4, 8), "cpu", "float32", 1e-3, ratio * 1e-3, 0.1, saved, (0, 0), peak)
+
+
+def test_bench_targets_and_markdown_links():
+    from torchloss.bench import format_markdown, target_misses
+
+    assert target_misses(_result(ratio=1.2)) == []
+    assert target_misses(_result(ratio=1.3)) == ["time"]
+    assert target_misses(_result("kl_div", ratio=0.99)) == []
+    assert target_misses(_result("kl_div", ratio=1.0)) == ["time"]  # must be faster than torch
+    assert target_misses(_result(size="small", ratio=1.5)) == []
+    assert target_misses(_result(size="small", ratio=1.6, saved=(9, 8), peak=(9, 8))) == ["time", "saved", "peak"]
+    assert target_misses(_result(size="sweep-2", ratio=9.0, peak=(9, 8))) == ["peak"]  # no time target between sizes
+
+    results = [_result(ratio=1.3), _result("l1_loss", ratio=0.9)]
+    sweep = [_result(size="sweep-1"), _result(size="sweep-2")]
+    base = os.path.join(os.sep, "proj", "docs")
+    text = format_markdown(
+        results, sweep, machine=[("device", "cpu"), ("dtype", "float32")], note=None, base_dir=base,
+        plots=[os.path.join(base, "img", "bench", name) for name in ("ratio_large_cpu.png", "sweep_cpu.png")],
+    )
+    assert "Note:" not in text and "for reference only" not in text
+    assert "| `mse_loss` | large |" in text and "✗ time |" in text
+    assert "geometric mean target (<= 1.0): missed ✗" in text  # sqrt(1.3 * 0.9) = 1.08
+    assert "## Time against size" in text and "| `mse_loss` | sweep-2 |" in text
+    assert "](img/bench/ratio_large_cpu.png)" in text and "](img/bench/sweep_cpu.png)" in text
+    text = format_markdown(results, machine=[("device", "cuda"), ("dtype", "float16")], plots_missing=True)
+    assert "for reference only" in text and "matplotlib is not installed" in text
+
+
+def test_bench_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchloss.bench import write_plots
+
+    results = [_result(size="small", ratio=1.4), _result(size="large", ratio=0.8)]
+    sweep = [
+        _result(loss, size=f"sweep-{j}", ratio=r)
+        for loss in ("mse_loss", "kl_div", "ctc_loss", "l1_loss", "nll_loss")
+        for j, r in enumerate((1.4, 1.1, 0.8), 1)
+    ]
+    for j, r in enumerate(sweep):
+        r.shape = (4 ** (j % 3 + 1), 8)
+    out = io.StringIO()
+    paths = write_plots(str(tmp_path / "img"), results, out, sweep=sweep)
+    assert [os.path.basename(p) for p in paths] == ["ratio_small_cpu.png", "ratio_large_cpu.png", "sweep_cpu.png"]
+    for p in paths:
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"wrote {p}" in out.getvalue()

@@ -19,18 +19,36 @@ Memory, per step:
 
 Sizes: ``small`` (about 32 elements: what a call costs in Python and dispatch) and ``large``
 (about 4M elements, memory-bound; cross entropy and NLL at 4096 x 8192). Each loss's inputs are
-built by :data:`BENCHMARKS` below.
+built by :data:`BENCHMARKS` below, from an explicit shape, so that any shape of the same layout
+works.
+
+``--sweep K`` also measures every chosen loss at ``K`` shapes from its small to its large one
+(:func:`interpolate_shapes`: each dimension interpolated geometrically, rounded, repeats dropped),
+labelled ``sweep-1`` .. ``sweep-K``: a second table, CSV rows, and with ``--plot`` a grid of time
+against number of elements (log-log). An end point already measured in the table is reused. Sweep
+points are timed more cheaply than the table (``--sweep-rounds``, default 3, and
+``--sweep-min-time``, default 0.05 s, each capped by ``--rounds`` / ``--min-time``): each new point
+costs about ``2 * rounds * min_time`` (0.3 s) plus building the inputs, one warm-up step each, the
+saved-bytes pass and two profiled steps, i.e. well under a second below the large size; with the
+table at both sizes, ``--sweep K`` adds ``K - 2`` points per loss, about 8 s per extra size over all
+21 losses (measured on 2 cores: ``--sweep 4`` adds about 16 s to the table's 2 minutes).
+
+``--markdown PATH`` writes the report as a Markdown page (:func:`format_markdown`): the machine
+(:func:`machine_info`), the table with a *target* column marking the rows that miss one of the
+targets (:func:`target_misses`; the targets are stated in :data:`MARKDOWN_INTRO`), the summary,
+the sweep table and links to the ``--plot`` images. ``docs/benchmarks.md`` is generated this way.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -52,10 +70,15 @@ class Inputs:
 
 @dataclass
 class Benchmark:
-    """How to build one loss's inputs: ``make(size, device, dtype, gen) -> Inputs``."""
+    """How to build one loss's inputs: ``make(shape, device, dtype, gen) -> Inputs``.
+
+    ``shapes`` maps each size of :data:`SIZES` to its shape (the layout of a shape is the maker's:
+    ``(n,)`` for the elementwise losses, ``(N, C)``, ``(N, D)``, or ``(T, N, C, S)`` for CTC); any
+    shape of the same layout works, e.g. those of :func:`interpolate_shapes`.
+    """
 
     name: str
-    make: Callable[[str, torch.device, torch.dtype, torch.Generator], Inputs]
+    make: Callable[[tuple, torch.device, torch.dtype, torch.Generator], Inputs]
     shapes: dict
 
 
@@ -68,8 +91,8 @@ def _randn(gen, *shape, device, dtype, scale=1.0):
 
 
 def _elementwise(kind: str):
-    def make(size, device, dtype, gen):
-        shape = BENCH_SHAPES[kind][size]
+    def make(shape, device, dtype, gen):
+        shape = tuple(shape)
         kw = {"device": device, "dtype": dtype}
         x = _randn(gen, *shape, **kw)
         if kind in ("l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"):
@@ -96,8 +119,8 @@ def _elementwise(kind: str):
 
 
 def _classification(kind: str):
-    def make(size, device, dtype, gen):
-        N, C = BENCH_SHAPES[kind][size]
+    def make(shape, device, dtype, gen):
+        N, C = shape
         kw = {"device": device, "dtype": dtype}
         x = _randn(gen, N, C, **kw)
         labels = torch.randint(0, C, (N,), generator=gen).to(device)
@@ -118,8 +141,8 @@ def _classification(kind: str):
 
 
 def _embedding(kind: str):
-    def make(size, device, dtype, gen):
-        N, D = BENCH_SHAPES[kind][size]
+    def make(shape, device, dtype, gen):
+        N, D = shape
         kw = {"device": device, "dtype": dtype}
         a, p, n = (_randn(gen, N, D, **kw) for _ in range(3))
         if kind == "cosine_embedding_loss":
@@ -130,8 +153,8 @@ def _embedding(kind: str):
 
 
 def _ctc(kind: str):
-    def make(size, device, dtype, gen):
-        T, N, C, S = BENCH_SHAPES[kind][size]
+    def make(shape, device, dtype, gen):
+        T, N, C, S = shape
         x = _randn(gen, T, N, C, device=device, dtype=dtype).log_softmax(-1)
         targets = torch.randint(1, C, (N, S), generator=gen).to(device)
         il = torch.full((N,), T, dtype=torch.long, device=device)
@@ -178,6 +201,38 @@ def _make_for(name: str):
 
 
 BENCHMARKS: list[Benchmark] = [Benchmark(n, _make_for(n), s) for n, s in BENCH_SHAPES.items()]
+
+
+def interpolate_shapes(small: Sequence[int], large: Sequence[int], k: int) -> list[tuple[int, ...]]:
+    """``k`` shapes from ``small`` to ``large``, both included, for a time-vs-size sweep.
+
+    Point ``j`` of ``0 .. k-1`` takes every dimension at ``small[i] * (large[i] / small[i]) ** (j / (k-1))``
+    (geometric interpolation: evenly spaced on a log scale), rounded to an int; the end points are
+    ``small`` and ``large`` exactly. Shapes that come out equal after rounding are kept once, so
+    fewer than ``k`` may come back (e.g. ``k`` beyond the range of a small dimension).
+    """
+    small, large = tuple(int(d) for d in small), tuple(int(d) for d in large)
+    if len(small) != len(large):
+        raise ValueError(f"shapes of different lengths: {small} and {large}")
+    if any(d < 1 for d in small + large):
+        raise ValueError(f"dimensions must be positive: {small} and {large}")
+    if k < 2:
+        raise ValueError(f"a sweep needs at least 2 points (k={k})")
+    shapes: list[tuple[int, ...]] = []
+    for j in range(k):
+        if j == 0:
+            shape = small
+        elif j == k - 1:
+            shape = large
+        else:
+            t = j / (k - 1)
+            shape = tuple(
+                min(max(round(math.exp((1 - t) * math.log(a) + t * math.log(b))), min(a, b)), max(a, b))
+                for a, b in zip(small, large)
+            )
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,12 +299,28 @@ class Result:
     def ratio(self) -> float:
         return self.ours_s / self.torch_s
 
+    @property
+    def elements(self) -> int:
+        """Elements of the first input (the x axis of the sweep plots)."""
+        return math.prod(self.shape)
 
-def run_one(bench: Benchmark, size: str, device: str, dtype: torch.dtype, rounds: int, min_time: float) -> Result:
+
+def run_one(
+    bench: Benchmark,
+    size: str,
+    device: str,
+    dtype: torch.dtype,
+    rounds: int,
+    min_time: float,
+    shape: tuple | None = None,
+) -> Result:
+    """Measure one loss at one shape: ``bench.shapes[size]``, or ``shape`` when given (``size`` is
+    then only the label of the result, e.g. ``'sweep-2'``)."""
     from torch.utils import benchmark as tb
 
     dev = torch.device(device)
-    inputs = bench.make(size, dev, dtype, torch.Generator().manual_seed(0))
+    shape = tuple(bench.shapes[size]) if shape is None else tuple(shape)
+    inputs = bench.make(shape, dev, dtype, torch.Generator().manual_seed(0))
     ours, theirs = getattr(F, bench.name), getattr(TF, bench.name)
     steps = {"ours": _step(ours, inputs), "torch": _step(theirs, inputs)}
     for s in steps.values():  # warm up (allocator, lazy initialisation)
@@ -329,6 +400,10 @@ def format_table(results: list[Result]) -> str:
 
 
 def write_csv(path: str, results: list[Result]) -> None:
+    import os
+
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow([
@@ -343,8 +418,8 @@ def write_csv(path: str, results: list[Result]) -> None:
             ])
 
 
-def write_plots(directory: str, results: list[Result], out: TextIO) -> None:
-    """One PNG per size: the torchloss/torch time ratio of every loss (needs matplotlib)."""
+def _pyplot(out: TextIO):
+    """matplotlib's pyplot on the non-interactive Agg backend, or None (and a line on ``out``)."""
     try:
         import matplotlib
 
@@ -352,10 +427,21 @@ def write_plots(directory: str, results: list[Result], out: TextIO) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("--plot: matplotlib is not installed (pip install 'torchloss[bench]'); no plots written", file=out)
-        return
+        return None
+    return plt
+
+
+def write_plots(directory: str, results: list[Result], out: TextIO, sweep: Sequence[Result] = ()) -> list[str]:
+    """One PNG per size: the torchloss/torch time ratio of every loss; with ``sweep`` results, one
+    more: a grid of time against number of elements (log-log), torch and torchloss, one panel per
+    loss. Needs matplotlib; returns the paths written (none without matplotlib)."""
+    plt = _pyplot(out)
+    if plt is None:
+        return []
     import os
 
     os.makedirs(directory, exist_ok=True)
+    written = []
     for size in SIZES:
         rs = [r for r in results if r.size == size]
         if not rs:
@@ -371,10 +457,332 @@ def write_plots(directory: str, results: list[Result], out: TextIO) -> None:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         print(f"wrote {path}", file=out)
+        written.append(path)
+    if sweep:
+        path = _plot_sweep(plt, directory, sweep)
+        print(f"wrote {path}", file=out)
+        written.append(path)
+    return written
+
+
+def _decades(values: Sequence[float]) -> tuple[float, float]:
+    """The powers of ten around ``values`` (at least one decade apart)."""
+    lo = math.floor(math.log10(min(values)))
+    hi = max(math.ceil(math.log10(max(values))), lo + 1)
+    return 10.0**lo, 10.0**hi
+
+
+def _plot_sweep(plt, directory: str, sweep: Sequence[Result]) -> str:
+    import os
+
+    from matplotlib import ticker
+
+    losses = list(dict.fromkeys(r.loss for r in sweep))
+    ncols = min(4, len(losses))
+    nrows = math.ceil(len(losses) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 0.8), squeeze=False, layout="constrained"
+    )
+    flat = list(axes.flat)
+    for ax, loss in zip(flat, losses):
+        rs = sorted((r for r in sweep if r.loss == loss), key=lambda r: r.elements)
+        x = [r.elements for r in rs]
+        ax.loglog(x, [r.torch_s for r in rs], "o-", color="tab:blue", label="torch", markersize=4)
+        ax.loglog(x, [r.ours_s for r in rs], "s-", color="tab:orange", label="torchloss", markersize=4)
+        ax.set_title(f"{loss}  (ratio {rs[0].ratio:.2f} .. {rs[-1].ratio:.2f})", fontsize=8)
+        # whole decades, labelled at the powers of ten only: minor labels collide in a narrow panel
+        ys = [t for r in rs for t in (r.torch_s, r.ours_s)]
+        ax.set_xlim(*_decades(x))
+        ax.set_ylim(*_decades(ys))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.tick_params(which="both", labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in flat[len(losses):]:
+        ax.set_axis_off()
+    flat[0].legend(fontsize=7)
+    fig.supxlabel("elements of the first input", fontsize=9)
+    fig.supylabel("forward + backward time (s)", fontsize=9)
+    fig.suptitle(f"time against size, {sweep[0].device}, {sweep[0].dtype} (log-log)", fontsize=10)
+    path = os.path.join(directory, f"sweep_{sweep[0].device}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and the Markdown report
+
+TARGET_LARGE_RATIO = 1.25  # every loss, large size
+TARGET_LARGE_GEOMEAN = 1.0  # geometric mean of the ratios, large size
+TARGET_SMALL_RATIO = 1.5  # every loss, small size
+# torch computes these as a chain of small ops: torchloss's single node should beat it (large size)
+FASTER_THAN_TORCH = frozenset({
+    "cosine_embedding_loss", "triplet_margin_loss", "triplet_margin_with_distance_loss", "margin_ranking_loss",
+    "hinge_embedding_loss", "soft_margin_loss", "multilabel_soft_margin_loss", "poisson_nll_loss",
+    "gaussian_nll_loss", "kl_div",
+})
+
+MARKDOWN_INTRO = """\
+Each row times one *step* of a loss, a forward and a backward pass with the default `'mean'`
+reduction (`torch.autograd.grad(loss(*inputs), inputs)`), of `torchloss.functional` against
+`torch.nn.functional`, interleaved in one process with `torch.utils.benchmark`: *torch* and
+*torchloss* are the medians over the rounds of each one's median time, *ratio* is torchloss / torch
+(below 1: torchloss is faster) and *spread* half the range of the per-round ratios, relative to
+their median. *saved* is the bytes the autograd graph keeps for backward (ours / torch; *beyond
+inputs*: the part that exists only because of the graph), *peak* the highest memory allocated
+during a step above what was allocated before it. Sizes: *small* (about 32 elements: the cost of a
+call in Python and dispatch) and *large* (about 4M elements, memory-bound); the shapes are
+`BENCH_SHAPES` in `torchloss/bench.py`.
+
+Regenerate this page with `python -m torchloss bench --markdown docs/benchmarks.md --plot docs/img/bench`
+(about 2 minutes on 2 cores; the PNGs need the `bench` extra, matplotlib, and are not committed).
+Timings depend on the machine and on its load: compare ratios, not absolute times, and only
+between runs on the same machine.
+
+## Targets
+
+On the CPU, in float32, at the machine's default number of threads:
+
+- **large** size: every loss's time ratio <= {large_ratio}, and their geometric mean <= {large_geomean};
+  the losses that torch computes as a chain of small ops ({faster}) faster than torch (ratio < 1);
+- **small** size: every ratio <= {small_ratio};
+- **memory**, at every size: no loss keeps more bytes for backward (*saved*), or peaks higher
+  (*peak*), than torch.
+
+The *target* column marks a row that misses one with ✗ and what it misses: `time`, `saved` or
+`peak`.
+""".format(
+    large_ratio=TARGET_LARGE_RATIO,
+    large_geomean=TARGET_LARGE_GEOMEAN,
+    small_ratio=TARGET_SMALL_RATIO,
+    faster=", ".join(f"`{n}`" for n in sorted(FASTER_THAN_TORCH)),
+)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+
+def _geomean(xs: Sequence[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def target_misses(r: Result) -> list[str]:
+    """The targets ``r`` misses: ``'time'`` (the ratio limit of its size; none for sweep points),
+    ``'saved'`` (more bytes kept for backward than torch), ``'peak'`` (higher peak than torch)."""
+    misses = []
+    if r.size == "large":
+        slow = r.ratio >= 1.0 if r.loss in FASTER_THAN_TORCH else r.ratio > TARGET_LARGE_RATIO
+    elif r.size == "small":
+        slow = r.ratio > TARGET_SMALL_RATIO
+    else:
+        slow = False
+    if slow:
+        misses.append("time")
+    if r.saved_total[0] > r.saved_total[1]:
+        misses.append("saved")
+    if r.peak[0] > r.peak[1]:
+        misses.append("peak")
+    return misses
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(device: str, dtype: str) -> list[tuple[str, str]]:
+    """(name, value) pairs describing where and how the benchmark ran, for the report's header."""
+    import datetime
+    import os
+    import platform
+
+    from . import __version__
+
+    cpu = _cpu_model()
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if capability is not None:
+        cpu += f" ({capability()})"
+    cores = f"{os.cpu_count()}"
+    if hasattr(os, "sched_getaffinity"):
+        cores += f" ({len(os.sched_getaffinity(0))} usable by this process)"
+    threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    if env:
+        threads += f" ({', '.join(env)})"
+    build = []
+    if torch.version.cuda:
+        build.append(f"CUDA {torch.version.cuda}")
+    elif getattr(torch.version, "hip", None):
+        build.append(f"ROCm {torch.version.hip}")
+    else:
+        build.append("CPU only")
+    for name, backend in (("MKL", "mkl"), ("oneDNN", "mkldnn"), ("OpenMP", "openmp")):
+        if getattr(torch.backends, backend).is_available():
+            build.append(name)
+    git = getattr(torch.version, "git_version", None)
+    if git:
+        build.append(f"git {git[:10]}")
+    if getattr(torch.version, "debug", False):
+        build.append("debug build")
+    dev = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
+    return [
+        ("CPU", cpu),
+        ("cores", cores),
+        ("torch threads", threads),
+        ("torch", f"{torch.__version__} ({', '.join(build)})"),
+        ("torchloss", __version__),
+        ("OS", platform.platform()),
+        ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
+        ("device", dev),
+        ("dtype", dtype),
+        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+MD_COLUMNS = (
+    "loss", "size", "shape", "torch", "torchloss", "ratio", "spread", "saved (ours / torch)",
+    "beyond inputs (ours / torch)", "peak (ours / torch)", "target",
+)
+
+
+def _md_table(results: Sequence[Result]) -> list[str]:
+    lines = [
+        "| " + " | ".join(MD_COLUMNS) + " |",
+        "|" + "|".join("---:" if c in ("torch", "torchloss", "ratio", "spread") else "---" for c in MD_COLUMNS) + "|",
+    ]
+    for r in results:
+        misses = target_misses(r)
+        lines.append("| " + " | ".join((
+            f"`{r.loss}`",
+            r.size,
+            "x".join(map(str, r.shape)),
+            _fmt_time(r.torch_s),
+            _fmt_time(r.ours_s),
+            f"{r.ratio:.2f}",
+            f"±{r.spread / 2:.0%}",
+            f"{_fmt_bytes(r.saved_total[0])} / {_fmt_bytes(r.saved_total[1])}",
+            f"{_fmt_bytes(r.saved_extra[0])} / {_fmt_bytes(r.saved_extra[1])}",
+            f"{_fmt_bytes(r.peak[0])} / {_fmt_bytes(r.peak[1])}",
+            "✗ " + ", ".join(misses) if misses else "✓",
+        )) + " |")
+    return lines
+
+
+def markdown_summary(results: Sequence[Result]) -> list[str]:
+    """The summary lines: per size the geometric mean and the worst ratio, with the time targets;
+    then the memory targets."""
+    lines = []
+    for size in SIZES:
+        rs = [r for r in results if r.size == size]
+        if not rs:
+            continue
+        geo = _geomean([r.ratio for r in rs])
+        worst = max(rs, key=lambda r: r.ratio)
+        slow = [r.loss for r in rs if "time" in target_misses(r)]
+        line = (
+            f"**{size}**: geometric mean of the ratios {geo:.2f} over {len(rs)} losses, "
+            f"worst {worst.ratio:.2f} (`{worst.loss}`)"
+        )
+        if size == "large":
+            met = "met" if geo <= TARGET_LARGE_GEOMEAN else "missed ✗"
+            line += f"; geometric mean target (<= {TARGET_LARGE_GEOMEAN}): {met}"
+        line += f"; time target missed by {len(slow)} of {len(rs)}"
+        if slow:
+            line += ": " + ", ".join(f"`{n}`" for n in slow)
+        lines.append(line)
+    if results:
+        saved = [r for r in results if "saved" in target_misses(r)]
+        peak = [r for r in results if "peak" in target_misses(r)]
+
+        def which(rs):
+            return ": " + ", ".join(f"`{r.loss}` ({r.size})" for r in rs) if rs else ""
+
+        lines.append(
+            f"**memory**: {len(saved)} of {len(results)} rows keep more bytes for backward than torch{which(saved)}; "
+            f"{len(peak)} peak higher{which(peak)}"
+        )
+    return lines
+
+
+def format_markdown(
+    results: Sequence[Result],
+    sweep: Sequence[Result] = (),
+    *,
+    machine: Sequence[tuple[str, str]],
+    settings: str = "",
+    sweep_settings: str = "",
+    plots: Sequence[str] = (),
+    plots_missing: bool = False,
+    note: str | None = None,
+    base_dir: str = ".",
+) -> str:
+    """The Markdown report. ``plots`` are image paths, linked relative to ``base_dir`` (the
+    directory of the page); ``plots_missing``: plots were asked for but none could be written."""
+    import os
+
+    lines = ["# torchloss benchmarks", ""]
+    if note:
+        lines += [f"> **Note:** {note}", ""]
+    lines += [MARKDOWN_INTRO.rstrip(), ""]
+    info = dict(machine)
+    if info.get("device", "cpu").split(":")[0] != "cpu" or info.get("dtype", "float32") != "float32":
+        lines += [
+            (
+                f"*This run is on {info.get('device')} in {info.get('dtype')}: the targets are set for the CPU "
+                "in float32, the marks below are for reference only.*"
+            ),
+            "",
+        ]
+    lines += ["## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine]
+    if settings:
+        lines.append(f"| settings | {settings} |")
+    lines += ["", "## Results", ""]
+    lines += _md_table(results)
+    lines += [""]
+    lines += [f"- {line}" for line in markdown_summary(results)]
+    if sweep:
+        lines += ["", "## Time against size", ""]
+        if sweep_settings:
+            lines += [sweep_settings, ""]
+        lines += _md_table(sweep)
+    if plots or plots_missing:
+        lines += ["", "## Plots", ""]
+        if not plots:
+            lines.append("Plots were asked for but not written: matplotlib is not installed.")
+        for p in plots:
+            rel = os.path.relpath(os.path.abspath(p), os.path.abspath(base_dir)).replace(os.sep, "/")
+            name = os.path.splitext(os.path.basename(p))[0]
+            lines += [f"![{name}]({rel})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_markdown(path: str, text: str) -> None:
+    import os
+
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
+
+SWEEP_ROUNDS = 3  # default rounds per sweep point (at most --rounds)
+SWEEP_MIN_TIME = 0.05  # default seconds per blocked_autorange at a sweep point (at most --min-time)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -394,8 +802,54 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per blocked_autorange (default: 0.2)")
     p.add_argument("--csv", metavar="PATH", help="also write the results to PATH")
     p.add_argument("--plot", metavar="DIR", help="also write PNG plots to DIR (needs matplotlib)")
+    p.add_argument(
+        "--sweep", type=int, metavar="K", default=0,
+        help="also time every chosen loss at K sizes from its small to its large shape (geometric "
+        "interpolation of each dimension; end points already measured are reused), for time-vs-size "
+        "plots (default: off). Costs about K-2 extra measurements per loss, most of it at the larger points",
+    )
+    p.add_argument(
+        "--sweep-rounds", type=int, metavar="N",
+        help=f"interleaved rounds per sweep point (default: {SWEEP_ROUNDS}, or --rounds if fewer)",
+    )
+    p.add_argument(
+        "--sweep-min-time", type=float, metavar="S",
+        help=f"seconds per blocked_autorange at a sweep point (default: {SWEEP_MIN_TIME}, or --min-time if less)",
+    )
+    p.add_argument(
+        "--markdown", metavar="PATH",
+        help="also write the report as a Markdown page (machine, results with the targets each row misses, "
+        "summary, links to the --plot images)",
+    )
+    p.add_argument("--note", metavar="TEXT", help="a note for the top of the --markdown page")
     p.set_defaults(func=main, parser=p)
     return p
+
+
+def run_sweep(
+    benchmarks: Sequence[Benchmark],
+    k: int,
+    device: str,
+    dtype: torch.dtype,
+    rounds: int,
+    min_time: float,
+    measured: Sequence[Result] = (),
+) -> list[Result]:
+    """Every benchmark at the shapes of :func:`interpolate_shapes` (``k`` points), labelled
+    ``'sweep-1'``, ``'sweep-2'``, ...; an end point whose size is among ``measured`` reuses that
+    result instead of timing it again."""
+    done = {(r.loss, r.size): r for r in measured if r.size in SIZES}
+    results = []
+    for b in benchmarks:
+        for j, shape in enumerate(interpolate_shapes(b.shapes["small"], b.shapes["large"], k), 1):
+            label = f"sweep-{j}"
+            same = [done[(b.name, s)] for s in SIZES if (b.name, s) in done and tuple(b.shapes[s]) == shape]
+            if same:
+                results.append(dataclasses.replace(same[0], size=label))
+                continue
+            print(f"  {b.name} ({label}: {'x'.join(map(str, shape))}) ...", file=sys.stderr, flush=True)
+            results.append(run_one(b, label, device, dtype, rounds, min_time, shape=shape))
+    return results
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -409,6 +863,15 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.parser.error(f"unknown loss {', '.join(map(repr, unknown))}; choose from: {', '.join(known)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         args.parser.error("--device cuda: CUDA is not available with this torch")
+    sweep_k = getattr(args, "sweep", 0) or 0
+    if sweep_k and sweep_k < 2:
+        args.parser.error(f"--sweep {sweep_k}: a sweep needs at least 2 sizes")
+    sweep_rounds = getattr(args, "sweep_rounds", None)
+    sweep_rounds = min(args.rounds, SWEEP_ROUNDS) if sweep_rounds is None else sweep_rounds
+    sweep_min_time = getattr(args, "sweep_min_time", None)
+    sweep_min_time = min(args.min_time, SWEEP_MIN_TIME) if sweep_min_time is None else sweep_min_time
+    if sweep_k and (sweep_rounds < 1 or sweep_min_time <= 0):
+        args.parser.error("--sweep-rounds must be at least 1 and --sweep-min-time positive")
     chosen = [known[n] for n in names] if names else BENCHMARKS
     sizes = SIZES if args.size == "both" else (args.size,)
     dtype = getattr(torch, args.dtype)
@@ -418,16 +881,52 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for b in chosen:
             print(f"  {b.name} ({size}) ...", file=sys.stderr, flush=True)
             results.append(run_one(b, size, args.device, dtype, args.rounds, args.min_time))
+    elapsed = time.perf_counter() - start
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(format_table(results), file=out)
     print(
         f"\ntorchloss {__version__}, torch {torch.__version__}, {device}, {args.dtype}; "
-        f"{args.rounds} interleaved rounds in {time.perf_counter() - start:.0f} s",
+        f"{args.rounds} interleaved rounds in {elapsed:.0f} s",
         file=out,
     )
+    sweep: list[Result] = []
+    sweep_settings = ""
+    if sweep_k:
+        start = time.perf_counter()
+        sweep = run_sweep(chosen, sweep_k, args.device, dtype, sweep_rounds, sweep_min_time, measured=results)
+        sweep_elapsed = time.perf_counter() - start
+        print("\n" + format_table(sweep), file=out)
+        measured = {(r.loss, r.shape) for r in results}
+        reused = sum((r.loss, r.shape) in measured for r in sweep)
+        sweep_settings = (
+            f"{len(sweep)} points for {_plural(len(chosen), 'loss')}, up to {sweep_k} sizes from the small to the large "
+            f"shape (geometric interpolation of each dimension); {_plural(sweep_rounds, 'interleaved round')} of "
+            f"min-time {sweep_min_time:g} s per point; {_plural(len(sweep) - reused, 'point')} measured in "
+            f"{sweep_elapsed:.0f} s, {_plural(reused, 'end point')} reused from the table"
+        )
+        print(f"\nsweep: {sweep_settings}", file=out)
     if args.csv:
-        write_csv(args.csv, results)
+        write_csv(args.csv, results + sweep)
         print(f"wrote {args.csv}", file=out)
-    if args.plot:
-        write_plots(args.plot, results, out)
+    plots = write_plots(args.plot, results, out, sweep=sweep) if args.plot else []
+    markdown = getattr(args, "markdown", None)
+    if markdown:
+        import os
+
+        text = format_markdown(
+            results,
+            sweep,
+            machine=machine_info(args.device, args.dtype),
+            settings=(
+                f"{_plural(args.rounds, 'interleaved round')} of `blocked_autorange(min_run_time={args.min_time:g})` "
+                f"per loss and size; {elapsed:.0f} s"
+            ),
+            sweep_settings=sweep_settings,
+            plots=plots,
+            plots_missing=bool(args.plot) and not plots,
+            note=getattr(args, "note", None),
+            base_dir=os.path.dirname(os.path.abspath(markdown)),
+        )
+        write_markdown(markdown, text)
+        print(f"wrote {markdown}", file=out)
     return 0
