@@ -53,7 +53,7 @@ class Dispatch:
     held in a module global: so the functional layer calls ``Dispatch`` objects.
     """
 
-    __slots__ = ("function", "traceable")
+    __slots__ = ("function", "traceable", "eager")
 
     def __init__(self, function: type[LossFunction]):
         self.function = function
@@ -62,11 +62,28 @@ class Dispatch:
             (function,),
             {"jvp": staticmethod(Function.jvp), "__module__": function.__module__},
         )
+        # ``Function.apply`` ends in ``torch._C._FunctionBase.apply``; before it, in Python, it
+        # binds the arguments to ``forward``'s signature (to fill in defaults) and unwraps dead
+        # functorch wrappers, or hands the call to functorch when a transform is active. With
+        # every argument passed positionally (the functional layer always passes all of them),
+        # no transform active and no functorch wrapper among the arguments, none of that changes
+        # anything, and calling the C apply directly saves about 5 us a call: a quarter of a
+        # small batch's whole forward and backward.
+        self.eager = super(Function, function).apply
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.traceable.apply(*args)
-        return self.function.apply(*args)
+        if _transforms_active():
+            return self.function.apply(*args)
+        for a in args:
+            if isinstance(a, Tensor) and _wrapped(a):
+                return self.function.apply(*args)
+        return self.eager(*args)
+
+
+_transforms_active = torch._C._are_functorch_transforms_active
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 _TO_COMPLEX = {
