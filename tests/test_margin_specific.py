@@ -3,8 +3,10 @@
 Empty batches (torch returns uninitialised memory), the strict subgradient at the kinks, double
 backward and forward AD where torch has neither, the -1 terminator and duplicate labels of
 MultiLabelMargin, overflow-free MultiLabelSoftMargin, the non-differentiable MultiMargin weight,
-half precision (which torch's CPU kernels refuse), and the target range checks under
-torch.func transforms and torch.compile.
+half precision (which torch's CPU kernels refuse), the target range checks under
+torch.func transforms and torch.compile, MultiLabelMargin's two counting formulations (pairwise
+and sorted, wide rows and eager chunks, its float32 accuracy and memory) and MultiMargin's eager
+in-place path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
+from torchloss._autograd import margin as _margin
+from torchloss.testing import saved_bytes
 
 D = torch.float64
 HINGES = ["multi_margin_loss", "multilabel_margin_loss"]
@@ -473,3 +477,255 @@ def test_target_range_check_under_compile():
     bad[2, 3] = -2
     with pytest.raises(RuntimeError, match="out of range"):
         ml(x, bad)
+
+
+# --------------------------------------------------------------------------------------------
+# MultiLabelMargin: the two counting formulations, the eager chunks, accuracy, memory
+#
+# Narrow rows compare all pairs, wider rows sort (_ml_pairwise_rows). The generic case table only
+# has narrow rows, so these tests force each formulation on every shape (monkeypatching the
+# thresholds), and cover the sort's eager int64-key variant (float32 scores), its general
+# variant (float64, torch.func, torch.compile) and the eager chunking.
+
+_PATHS = {"pairwise": 10**9, "sorted": 0}
+
+
+def _force(monkeypatch, path):
+    monkeypatch.setattr(_margin, "_ML_PAIRWISE_ALWAYS_C", _PATHS[path])
+    monkeypatch.setattr(_margin, "_ML_PAIRWISE_MAX_C", _PATHS[path])
+
+
+@pytest.fixture(params=sorted(_PATHS))
+def ml_path(request, monkeypatch):
+    _force(monkeypatch, request.param)
+    return request.param
+
+
+def _ml_rows(gen, n, c, duplicates=True):
+    """``n`` target rows: a random number of labels (with repeats if ``duplicates``), a -1 when
+    fewer than ``c``, then random entries in [-1, c-1]."""
+    rows = []
+    for _ in range(n):
+        k = int(torch.randint(0, c + 1, (), generator=gen))
+        if duplicates:
+            labels = torch.randint(0, c, (k,), generator=gen).tolist()
+        else:
+            labels = torch.randperm(c, generator=gen)[:k].tolist()
+        tail = torch.randint(-1, c, (c,), generator=gen).tolist()
+        rows.append((labels + [-1] + tail)[:c])
+    return torch.tensor(rows, dtype=torch.int64).reshape(n, c)
+
+
+def _ml_scores(gen, n, c, dtype, kind):
+    if kind == "lattice":  # multiples of 1/4: many scores exactly at a threshold (kinks, ties)
+        return (torch.randint(-6, 7, (n, c), generator=gen) * 0.25).to(dtype)
+    x = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
+    if kind == "special":  # signed zeros, exact kinks, NaN and infinities
+        u = torch.rand(n, c, generator=gen)
+        x[u < 0.15] = -0.0
+        x[(u >= 0.15) & (u < 0.3)] = 1.0
+        x[(u >= 0.3) & (u < 0.35)] = float("nan")
+        x[(u >= 0.35) & (u < 0.4)] = float("inf")
+        x[(u >= 0.4) & (u < 0.45)] = -float("inf")
+    return x
+
+
+def _torch_ml(x, t, reduction):
+    leaf = x.detach().clone().requires_grad_()
+    out = TF.multilabel_margin_loss(leaf, t, reduction=reduction)
+    (g,) = torch.autograd.grad(out.sum(), leaf)
+    return out.detach(), g
+
+
+# N x C: one row, narrow and wide rows, and batches large enough to be processed in chunks
+ML_SHAPES = [(1, 1), (4, 2), (6, 7), (5, 40), (3, 200), (700, 30), (90, 300)]
+
+
+@pytest.mark.parametrize("kind", ["lattice", "normal", "special"])
+@pytest.mark.parametrize("dtype", [torch.float32, D], ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_multilabel_formulations_match_torch(ml_path, reduction, dtype, kind):
+    gen = _gen(11)
+    for n, c in ML_SHAPES:
+        x = _ml_scores(gen, n, c, dtype, kind)
+        t = _ml_rows(gen, n, c, duplicates=(n + c) % 2 == 0)
+        leaf = x.clone().requires_grad_()
+        out = F.multilabel_margin_loss(leaf, t, reduction=reduction)
+        (g,) = torch.autograd.grad(out.sum(), leaf)
+        ref, _ = _torch_ml(x, t, reduction)
+        # torch's float32 gradient adds ±1/C (or 1/(NC)) once per active pair, in float32;
+        # torchloss divides the exact count once: compare with torch in float64
+        _, g_ref = _torch_ml(x.double(), t, reduction)
+        assert out.dtype == dtype and g.dtype == dtype
+        tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+        torch.testing.assert_close(out, ref, equal_nan=True, **tol)
+        torch.testing.assert_close(g.double(), g_ref, **tol)
+        # the same active pairs: zero exactly where torch's gradient is zero
+        assert torch.equal(g == 0, g_ref == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D], ids=str)
+def test_multilabel_formulations_agree_under_transforms(ml_path, dtype):
+    # torch.func (vmap, grad, jvp: the general sort, not the eager int64 keys, and no chunks)
+    # gives the eager values; so does a double backward's first derivative
+    gen = _gen(12)
+    x = _ml_scores(gen, 3, 4, dtype, "lattice").repeat(1, 10)  # C = 40: ties across the row
+    t = _ml_rows(gen, 3, 40)
+    leaf = x.clone().requires_grad_()
+    eager = F.multilabel_margin_loss(leaf, t, reduction="sum")
+    (g_eager,) = torch.autograd.grad(eager, leaf)
+
+    def f(v, y):
+        return F.multilabel_margin_loss(v, y, reduction="sum")
+
+    torch.testing.assert_close(torch.func.vmap(f)(x, t).sum(), eager)
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(f))(x, t), g_eager, rtol=0, atol=0)
+    tangent = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype)
+    _, jvp = torch.func.jvp(lambda v: f(v, t), (x,), (tangent,))
+    torch.testing.assert_close(jvp, (g_eager * tangent).sum())
+    leaf = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(f(leaf, t), leaf, create_graph=True)
+    torch.testing.assert_close(g, g_eager, rtol=0, atol=0)
+    (h,) = torch.autograd.grad((g * tangent).sum(), leaf)
+    assert torch.count_nonzero(h) == 0
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_multilabel_sorted_double_backward_and_forward_ad(monkeypatch, reduction):
+    _force(monkeypatch, "sorted")
+    f = _hinge_f("multilabel_margin_loss", {}, reduction)
+    for x in (_lattice(4, 5, seed=7), _lattice(5, seed=8)):
+        x = x.requires_grad_()
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+        assert torch.autograd.gradcheck(
+            f, (x,), check_forward_ad=True, check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False
+        )
+    x = _lattice(3, 5)
+    assert torch.count_nonzero(torch.func.hessian(_hinge_f("multilabel_margin_loss", {}, "sum"))(x)) == 0
+
+
+def test_multilabel_sorted_compiles(monkeypatch):
+    _force(monkeypatch, "sorted")
+    torch._dynamo.reset()
+    gen = _gen(13)
+    x = _ml_scores(gen, 6, 30, torch.float32, "lattice")
+    t = _ml_rows(gen, 6, 30)
+    compiled = torch.compile(F.multilabel_margin_loss, fullgraph=True, backend="aot_eager")
+    leaf, ref_leaf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = compiled(leaf, t), TF.multilabel_margin_loss(ref_leaf, t)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(torch.autograd.grad(out, leaf)[0], torch.autograd.grad(ref, ref_leaf)[0])
+
+
+@pytest.mark.parametrize("labels", [1, 10, 100, 600])
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_multilabel_float32_at_least_as_accurate_as_torch(labels, offset):
+    # C = 1000 (the sort, chunked): against a float64 evaluation of the same float32 scores,
+    # torchloss's float32 error is never above torch's (which sums each float32 z in a double),
+    # up to half a unit in the last place of the result
+    gen = _gen(14)
+    n, c = 48, 1000
+    x = (torch.randn(n, c, generator=gen) * 3 + offset).float()
+    t = torch.stack([torch.randperm(c, generator=gen) for _ in range(n)])
+    t[:, labels:] = -1
+    for reduction in ("none", "mean", "sum"):
+        exact = TF.multilabel_margin_loss(x.double(), t, reduction=reduction)
+        mine = F.multilabel_margin_loss(x, t, reduction=reduction)
+        theirs = TF.multilabel_margin_loss(x, t, reduction=reduction)
+        err_mine = (mine.double() - exact).abs()
+        err_theirs = (theirs.double() - exact).abs()
+        half_ulp = torch.finfo(torch.float32).eps * exact.abs() / 2
+        assert bool((err_mine <= err_theirs + half_ulp).all())
+
+
+def test_multilabel_memory_is_linear_in_classes():
+    # N = 64, C = 1000 (the old all-pairs formulation: ~0.3 GB of temporaries): torchloss keeps
+    # the inputs and the N x C gradient coefficients (torch: the inputs and an N x C is_target),
+    # and its peak stays within that of torch plus one N x C buffer
+    from torchloss.bench import peak_bytes
+
+    gen = _gen(15)
+    x = torch.randn(64, 1000, generator=gen)
+    t = torch.randint(0, 1000, (64, 1000), generator=gen)
+    t[:, 10:] = -1
+    ours = saved_bytes(F.multilabel_margin_loss, (x, t))
+    theirs = saved_bytes(TF.multilabel_margin_loss, (x, t))
+    assert ours.total <= theirs.total
+    assert ours.extra == x.numel() * x.element_size()  # the coefficients
+
+    def step(fn):
+        leaf = x.clone().requires_grad_()
+        return lambda: torch.autograd.grad(fn(leaf, t), leaf)
+
+    cpu = torch.device("cpu")
+    assert peak_bytes(step(F.multilabel_margin_loss), cpu) <= peak_bytes(step(TF.multilabel_margin_loss), cpu) + x.numel() * 4
+    # no gradient needed: no coefficients kept, and the forward alone still matches
+    with torch.no_grad():
+        torch.testing.assert_close(F.multilabel_margin_loss(x, t), TF.multilabel_margin_loss(x, t))
+    assert saved_bytes(F.multilabel_margin_loss, (x, t), wrt=()).total == 0
+
+
+def test_multilabel_forward_ad_without_saved_coefficients():
+    # forward AD alone (nothing requires grad): the forward skips the coefficients and the jvp
+    # recomputes them
+    gen = _gen(16)
+    for c in (5, 40):
+        x = _ml_scores(gen, 4, c, D, "lattice")
+        t = _ml_rows(gen, 4, c)
+        tangent = torch.randn(x.shape, generator=gen, dtype=D)
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(x, tangent)
+            out = F.multilabel_margin_loss(dual, t, reduction="sum")
+            jvp = torch.autograd.forward_ad.unpack_dual(out).tangent
+        leaf = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(F.multilabel_margin_loss(leaf, t, reduction="sum"), leaf)
+        torch.testing.assert_close(jvp, (g * tangent).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# MultiMargin: the eager in-place path against the differentiable one and torch
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D], ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("p,margin,weighted", [(1, 1.0, False), (1, 0.7, True), (2, 1.0, False), (2, 0.45, True)])
+def test_multi_margin_eager_and_differentiable_paths_match_torch(p, margin, weighted, reduction, dtype):
+    gen = _gen(17)
+    for kind in ("lattice", "normal", "special"):
+        x = _ml_scores(gen, 40, 30, dtype, kind)
+        y = torch.randint(0, 30, (40,), generator=gen)
+        w = (torch.rand(30, generator=gen, dtype=D) + 0.2).to(dtype) if weighted else None
+        kwargs = {"p": p, "margin": margin, "weight": w, "reduction": reduction}
+        leaf, ref_leaf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = F.multi_margin_loss(leaf, y, **kwargs)
+        ref = TF.multi_margin_loss(ref_leaf, y, **kwargs)
+        upstream = torch.rand(ref.shape, generator=gen, dtype=D).to(dtype) + 0.5
+        (g,) = torch.autograd.grad(out, leaf, upstream, retain_graph=True)  # eager, in place
+        (g_graph,) = torch.autograd.grad(out, leaf, upstream, create_graph=True)  # differentiable
+        (g_ref,) = torch.autograd.grad(ref, ref_leaf, upstream)
+        tol = {"rtol": 2e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+        torch.testing.assert_close(out, ref, equal_nan=True, **tol)
+        torch.testing.assert_close(g, g_ref, equal_nan=True, **tol)
+        torch.testing.assert_close(g_graph, g_ref, equal_nan=True, **tol)
+        assert torch.equal(g == 0, g_ref == 0)
+        # the differentiable forward (under torch.func) gives the eager value
+        if reduction == "sum" and not weighted:
+            vm = torch.func.vmap(lambda v, t: F.multi_margin_loss(v[None], t[None], p=p, margin=margin, reduction="sum"))(x, y)
+            torch.testing.assert_close(vm.sum(), out, equal_nan=True, **tol)
+
+
+def test_multi_margin_peak_is_one_buffer():
+    # the eager forward and backward each allocate one N x C buffer: torch's peak
+    from torchloss.bench import peak_bytes
+
+    gen = _gen(18)
+    x, y = torch.randn(256, 500, generator=gen), torch.randint(0, 500, (256,), generator=gen)
+
+    def step(fn):
+        leaf = x.clone().requires_grad_()
+        return lambda: torch.autograd.grad(fn(leaf, y), leaf)
+
+    cpu = torch.device("cpu")
+    slack = 4 * 256 * 8  # a few (N, 1) temporaries
+    assert peak_bytes(step(F.multi_margin_loss), cpu) <= peak_bytes(step(TF.multi_margin_loss), cpu) + slack

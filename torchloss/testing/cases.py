@@ -1283,8 +1283,7 @@ _MARGIN_CASES: list[LossCase] = [
         empty_reference=_reduced_torch_none("multilabel_margin_loss"),
         torch_forward_ad=False,
         notes="torch has no forward AD or double backward here (torchloss has both); half precision "
-        "works on the CPU too; an empty batch gives NaN/0 (torch: uninitialised memory); "
-        "O(N·C²) temporary memory",
+        "works on the CPU too; an empty batch gives NaN/0 (torch: uninitialised memory)",
     ),
     LossCase(
         "multilabel_soft_margin_loss",
