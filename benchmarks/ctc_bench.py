@@ -1,7 +1,8 @@
 """Forward+backward CPU float32 timings of torchloss's ctc_loss against torch's native kernel.
 
 Run: ``python benchmarks/ctc_bench.py``. The two are measured interleaved (alternating blocks of
-torch.utils.benchmark runs), and the ratio torchloss / torch is reported per shape.
+torch.utils.benchmark runs), and the ratio torchloss / torch is reported per shape, with the peak
+memory of one forward + backward step of each (:func:`torchloss.bench.peak_bytes`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as TF
 from torch.utils import benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torchloss.bench import peak_bytes
 from torchloss.functional import ctc_loss
 
 SHAPES = [(500, 32, 40, 100), (50, 16, 20, 30)]
@@ -45,9 +47,13 @@ def main(rounds: int = 5, min_run_time: float = 0.5) -> None:
                 ).blocked_autorange(min_run_time=min_run_time)
                 times[name].append(t.median)
         ref, ours = min(times["torch"]), min(times["torchloss"])
+        peak = {}
+        for name, fn in (("torch", TF.ctc_loss), ("torchloss", ctc_loss)):
+            args[0].grad = None  # freed before the profiler starts, allocated (and counted) inside
+            peak[name] = peak_bytes(lambda fn=fn: step(fn, *args), args[0].device) / 2**20
         print(
             f"T,N,C,S={shape}: torch {ref * 1e3:.2f} ms, torchloss {ours * 1e3:.2f} ms, "
-            f"ratio {ours / ref:.2f}"
+            f"ratio {ours / ref:.2f}; peak torch {peak['torch']:.2f} MiB, torchloss {peak['torchloss']:.2f} MiB"
         )
 
 

@@ -339,3 +339,120 @@ def test_complex_refused_where_torch_returns_complex():
         F.soft_margin_loss(x.to(torch.complex128), y.sign())
     with pytest.raises(NotImplementedError, match="target"):
         F.binary_cross_entropy_with_logits(x, y.to(torch.complex128))
+
+
+# --------------------------------------------------------------------------------------------
+# Eager path (in-place, at most two full-size buffers) against the differentiable one
+
+
+def _eager_and_differentiable(fn, x, args, kwargs):
+    """(loss, gradient) through the eager path (a plain call and first-order backward) and
+    through the differentiable one (a forward-AD level disables the eager forward,
+    ``create_graph=True`` the eager backward)."""
+    import torch.autograd.forward_ad as fwad
+
+    xe = x.detach().clone().requires_grad_()
+    loss_e = fn(xe, *args, **kwargs)
+    (g_e,) = torch.autograd.grad(loss_e.sum(), xe)
+    xd = x.detach().clone().requires_grad_()
+    with fwad.dual_level():
+        loss_d = fn(xd, *args, **kwargs)
+    (g_d,) = torch.autograd.grad(loss_d.sum(), xd, create_graph=True)
+    return (loss_e, g_e), (loss_d.detach(), g_d.detach())
+
+
+def _binary_inputs(name, dtype, gen, n=64):
+    x = torch.randn(n, generator=gen, dtype=D) * 4
+    y = torch.rand(n, generator=gen, dtype=D)
+    y[::4] = 0.0
+    y[1::4] = 1.0
+    if name == "binary_cross_entropy":
+        x = x.sigmoid()
+        x[:3] = torch.tensor([0.0, 1.0, 1e-30], dtype=D)  # the clamps
+    elif name == "soft_margin_loss":
+        y = torch.randn(n, generator=gen, dtype=D).sign()
+        x[:2] = torch.tensor([200.0, -200.0], dtype=D)  # beyond torch's overflow
+    else:
+        x[:4] = torch.tensor([40.0, -40.0, 0.0, -0.0], dtype=D)
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(CALLS))
+def test_eager_path_matches_differentiable_path(name, dtype, reduction):
+    gen = torch.Generator().manual_seed(4)
+    x, y = _binary_inputs(name, dtype, gen)
+    fn = getattr(F, name)
+    (le, ge), (ld, gd) = _eager_and_differentiable(fn, x, (y,), {"reduction": reduction})
+    tol = {"rtol": 4e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    torch.testing.assert_close(le, ld, **tol)
+    torch.testing.assert_close(ge, gd, **tol)
+    ref = getattr(TF, name)(x.double(), y.double(), reduction=reduction)
+    if name != "soft_margin_loss":  # torch overflows there
+        torch.testing.assert_close(le.double(), ref, **tol)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_bce_eager_weighted_and_target_gradient(reduction):
+    gen = torch.Generator().manual_seed(5)
+    x, y = _binary_inputs("binary_cross_entropy", torch.float64, gen)
+    x = x.clamp(1e-6, 1 - 1e-6)  # a finite target gradient (±inf at 0 and 1)
+    w = torch.rand(64, generator=gen, dtype=D)
+    xs, ys = (x.clone().requires_grad_(), y.clone().requires_grad_())
+    xt, yt = (x.clone().requires_grad_(), y.clone().requires_grad_())
+    ours = F.binary_cross_entropy(xs, ys, weight=w, reduction=reduction)
+    ref = TF.binary_cross_entropy(xt, yt, weight=w, reduction=reduction)
+    torch.testing.assert_close(ours, ref)
+    up = torch.rand(ours.shape, generator=gen, dtype=D)
+    for a, b in zip(torch.autograd.grad(ours, (xs, ys), up), torch.autograd.grad(ref, (xt, yt), up)):
+        torch.testing.assert_close(a, b)
+
+
+def test_bce_with_logits_eager_infinite_logits_like_torch():
+    x = torch.tensor([math.inf, -math.inf, math.inf, -math.inf, math.inf])
+    y = torch.tensor([0.3, 0.7, 0.0, 1.0, 1.0])
+    ours = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    # +inf where torch gives it (and where torch's (1-y)x - log σ(x) is -inf + inf, the exact
+    # value, as the differentiable path); NaN for an infinite logit with a zero factor
+    assert ours[0].item() == math.inf and ours[1].item() == math.inf
+    assert ours[2].item() == math.inf and ours[3].item() == math.inf
+    assert math.isnan(ours[4].item())
+    assert TF.binary_cross_entropy_with_logits(x, y, reduction="none")[0].item() == math.inf
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("n", [32, 4096])
+def test_memory_not_above_torch(name, n):
+    from torchloss.bench import peak_bytes
+    from torchloss.testing import saved_bytes
+
+    gen = torch.Generator().manual_seed(6)
+    x, y = _binary_inputs(name, torch.float32, gen, n)
+    fn, ref = getattr(F, name), getattr(TF, name)
+    assert saved_bytes(fn, (x, y)).total <= saved_bytes(ref, (x, y)).total
+
+    def step(f):
+        xr = x.clone().requires_grad_()
+        return lambda: torch.autograd.grad(f(xr, y), xr)
+
+    assert peak_bytes(step(fn), torch.device("cpu")) <= peak_bytes(step(ref), torch.device("cpu"))
+
+
+def test_bce_range_check_cpu_fast_path():
+    x = torch.tensor([0.2, 0.7, 0.4])
+    y = torch.tensor([0.0, 1.0, 0.5])
+    for bad, which in ((torch.tensor([0.2, math.nan, 0.4]), "input"), (torch.tensor([-1e-30, 0.5, 1.0]), "input")):
+        with pytest.raises(RuntimeError, match=f"{which} should be between 0 and 1"):
+            F.binary_cross_entropy(bad, y)
+        with pytest.raises(RuntimeError, match=f"{which} should be between 0 and 1"):
+            TF.binary_cross_entropy(bad, y)
+    with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
+        F.binary_cross_entropy(x, torch.tensor([0.0, 1.0 + 2**-23, 0.5]))
+    # exactly 0 and 1 are fine; an empty batch has nothing to check (mean of nothing: NaN)
+    F.binary_cross_entropy(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))
+    empty = torch.empty(0, requires_grad=True)
+    assert math.isnan(F.binary_cross_entropy(empty, torch.empty(0)).item())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "converting a tensor that requires grad" warning
+        F.binary_cross_entropy(x.requires_grad_(), y)

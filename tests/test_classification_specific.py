@@ -303,3 +303,139 @@ def test_graph_is_one_node_for_every_path():
     ]:
         nodes = [n for n in graph_functions(F.cross_entropy(x, y, **kwargs)) if n != "AccumulateGrad"]
         assert len(nodes) == 1 and nodes[0].__module__.startswith("torchloss.")
+
+
+# --------------------------------------------------------------------------------------------
+# The plain Functions (no weight, smoothing or ignored target) against the general ones
+
+from torchloss._autograd import classification as C  # noqa: E402
+
+_CODES = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _node(out):
+    (node,) = [n for n in graph_functions(out) if n != "AccumulateGrad"]
+    return node.__name__
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_plain_matches_general_function(name, shape, dtype, reduction):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=gen)
+    code = _CODES[reduction]
+    if name == "nll_loss":
+        plain, general = F._nll_plain, lambda a: F._nll(a, y, None, code, -100)
+    else:
+        plain, general = F._ce_plain, lambda a: F._ce(a, y, None, code, -100, 0.0)
+    (out, g), (ref, ref_g) = _grad(plain, x, y.unsqueeze(1), code), _grad(general, x)
+    assert out.dtype == ref.dtype == dtype and g.dtype == dtype
+    tol = {"rtol": 1e-2, "atol": 1e-3} if dtype in (torch.float16, torch.bfloat16) else {}
+    _same(out, ref, **tol)
+    _same(g, ref_g, **tol)
+    if dtype == torch.float64:
+        check_autograd(plain, (x, y.unsqueeze(1), code), {}, (0,))
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_plain_differentiable_backward_matches_eager(name, reduction):
+    # create_graph=True takes the out-of-place path; plain backward takes the in-place one
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    out = getattr(F, name)(x, y, reduction=reduction)
+    assert _node(out) in ("NLLLossPlainFunction", "CrossEntropyPlainFunction")
+    up = torch.rand_like(out)
+    (g_eager,) = torch.autograd.grad(out, x, up, retain_graph=True)
+    (g_graph,) = torch.autograd.grad(out, x, up, create_graph=True)
+    _same(g_graph.detach(), g_eager, rtol=1e-12, atol=1e-14)
+    ref_x = x.detach().clone().requires_grad_()
+    (ref_g,) = torch.autograd.grad(getattr(TF, name)(ref_x, y, reduction=reduction), ref_x, up)
+    _same(g_eager, ref_g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+def test_functional_picks_plain_only_when_nothing_is_ignored(name):
+    x = torch.randn(4, 5, requires_grad=True)
+    fn, ref = getattr(F, name), getattr(TF, name)
+    plain = "NLLLossPlainFunction" if name == "nll_loss" else "CrossEntropyPlainFunction"
+    cases = [
+        (torch.tensor([1, 0, 4, 2]), {}, True),
+        (torch.tensor([1, 0, 1, 2]), {"ignore_index": 3}, True),  # a class index beyond the targets' range
+        (torch.tensor([1, 0, 4, 2]), {"ignore_index": 3}, False),  # within their range: general path
+        (torch.tensor([1, 0, 4, 2]), {"ignore_index": 5}, True),
+        (torch.tensor([1, -100, 4, 2]), {}, False),  # the try path falls back
+        (torch.tensor([1, 3, 4, 2]), {"ignore_index": 3}, False),  # the range path refuses
+        (torch.tensor([1, 0, 4, 2], dtype=torch.uint8), {}, False),
+        (torch.tensor([1, 0, 4, 2]), {"weight": torch.rand(5)}, False),
+    ]
+    if name == "cross_entropy":
+        cases.append((torch.tensor([1, 0, 4, 2]), {"label_smoothing": 0.1}, False))
+    for y, kwargs, is_plain in cases:
+        out = fn(x, y, **kwargs)
+        assert (_node(out) == plain) == is_plain, (y, kwargs)
+        _same(out.detach(), ref(x, y, **kwargs).detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+@pytest.mark.parametrize("bad", [5, -1, -100])
+def test_plain_candidates_out_of_range_raise_torchs_error(name, bad):
+    x, y = torch.randn(4, 5), torch.tensor([1, bad, 4, 2])
+    kwargs = {"ignore_index": 0} if bad == -100 else {}
+    with pytest.raises(IndexError):
+        getattr(TF, name)(x, y, **kwargs)
+    with pytest.raises(IndexError):
+        getattr(F, name)(x, y, **kwargs)
+
+
+def test_cross_entropy_large_input_reads_the_range_first(monkeypatch):
+    # above the probe limit a failed attempt would waste the log-softmax: the range is read first
+    x = torch.randn(100, 50, requires_grad=True)
+    y = torch.randint(0, 50, (100,))
+    y[7] = -100
+    calls = []
+    monkeypatch.setattr(C, "_log_softmax", lambda *a: calls.append(1) or torch.log_softmax(*a))
+    out = F.cross_entropy(x, y)
+    assert _node(out) == "CrossEntropyLossFunction" and calls == [1]  # the general path's only
+    _same(out.detach(), TF.cross_entropy(x, y).detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(37, 11), (9, 6, 5, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_blocked_log_softmax_matches_one_pass(monkeypatch, shape, dtype):
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.randn(shape, generator=gen) * 4).to(dtype)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=gen).unsqueeze(1)
+    one_pass = C._picked_log_softmax(x, y)
+    monkeypatch.setattr(C, "_BLOCK", 3 * x[0].numel() + 1)  # blocks of 3 samples, a short last one
+    blocked = C._picked_log_softmax(x, y)
+    assert torch.equal(blocked, one_pass) and blocked.dtype == C.opmath_dtype(dtype)
+    for reduction in REDUCTIONS:
+        _same(F.cross_entropy(x, y.squeeze(1), reduction=reduction), TF.cross_entropy(x, y.squeeze(1), reduction=reduction),
+              rtol=1e-3 if dtype == torch.float16 else 1e-6, atol=1e-3 if dtype == torch.float16 else 1e-6)
+    # a differentiated or transformed forward keeps the one-pass form
+    out = torch.func.vmap(lambda v: F.cross_entropy(v, y.squeeze(1)))(x.double().unsqueeze(0).expand(2, *shape))
+    _same(out, TF.cross_entropy(x.double(), y.squeeze(1)).expand(2), rtol=1e-12, atol=1e-12)
+
+
+def test_plain_nll_keeps_only_the_target():
+    x, y = torch.randn(64, 100), torch.randint(0, 100, (64,))
+    ours = saved_bytes(F.nll_loss, (x, y))
+    theirs = saved_bytes(TF.nll_loss, (x, y))
+    assert ours.total == y.numel() * 8 and ours.extra == 0
+    assert ours.total < theirs.total
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+def test_plain_vmap_over_targets_and_inputs(name):
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    ys = torch.randint(0, 5, (3, 4))
+    out = torch.func.vmap(lambda a, y: getattr(F, name)(a, y))(x, ys)
+    expected = torch.stack([getattr(TF, name)(a, y) for a, y in zip(x, ys)])
+    _same(out, expected, rtol=1e-12, atol=1e-12)
+    g = torch.func.vmap(torch.func.grad(lambda a, y: getattr(F, name)(a, y)))(x, ys)
+    g_ref = torch.stack([torch.func.grad(lambda a: getattr(TF, name)(a, y))(a) for a, y in zip(x, ys)])
+    _same(g, g_ref, rtol=1e-12, atol=1e-12)

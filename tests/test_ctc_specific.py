@@ -379,3 +379,70 @@ def test_odd_shapes_match_torch():
         tl = torch.randint(0, S + 1, (N,), generator=g)
         for zero_infinity in (False, True):
             _compare(x, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+
+
+# --------------------------------------------------------------------------------------------
+# The eager path's layout: alpha and beta' meet in the middle, the second half runs in chunks
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 8, 11, 12, 13, 24, 25, 37, 50])
+def test_eager_path_every_length(T):
+    # odd T (an extra, invalid frame), the step where the passes meet, every chunk boundary, and
+    # the forward-only recursion (its own chunks); float64 against torch
+    g = torch.Generator().manual_seed(T)
+    N, C, S = 5, 7, 6
+    x = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    targets = torch.randint(1, C, (N, S), generator=g)
+    il = torch.tensor([T, max(T - 1, 0), (T + 1) // 2, T // 2, 0])
+    tl = torch.tensor([min(S, (T + 1) // 2), 2, 1, 0, 3])
+    for zero_infinity in (False, True):
+        _compare(x, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+        with torch.no_grad():
+            out = ctc_loss(x, targets, il, tl, reduction="none", zero_infinity=zero_infinity)
+        _same(out, TF.ctc_loss(x, targets, il, tl, reduction="none", zero_infinity=zero_infinity))
+
+
+@pytest.mark.parametrize("T", [7, 12, 13])
+def test_eager_and_differentiable_paths_agree_any_length(T):
+    x, targets, il, tl = _problem(T=T, dtype=torch.float32)
+    x = x.requires_grad_()
+    (fast,) = torch.autograd.grad(ctc_loss(x, targets, il, tl, reduction="sum"), x)
+    (slow,) = torch.autograd.grad(ctc_loss(x, targets, il, tl, reduction="sum"), x, create_graph=True)
+    _same(fast, slow.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_targets_padded_beyond_the_longest():
+    # the recursions are sized by the longest target, like torch's: extra padding changes nothing
+    x, targets, il, tl = _problem()
+    wide = torch.cat([targets, torch.randint(1, 6, (4, 9))], dim=1)
+    out, g = _compare(x, wide, il, tl, reduction="none")
+    ref, ref_g = _value_and_grad(ctc_loss, x, targets, il, tl, reduction="none")
+    _same(out, ref)
+    _same(g, ref_g)
+
+
+@pytest.mark.parametrize("shape", [(50, 16, 20, 30), (61, 4, 9, 12)])
+def test_memory_not_above_torch(shape):
+    # bytes kept for backward and the peak of forward + backward (the returned gradient
+    # included), the bench's measures, at most torch's
+    from torchloss.bench import peak_bytes
+    from torchloss.testing import saved_bytes
+
+    T, N, C, S = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(T, N, C, generator=g).log_softmax(-1)
+    targets = torch.randint(1, C, (N, S), generator=g)
+    il = torch.full((N,), T)
+    tl = torch.randint(S // 2, S + 1, (N,), generator=g)
+    tl[0] = S
+    args = (x, targets, il, tl)
+    ours, theirs = saved_bytes(ctc_loss, args), saved_bytes(TF.ctc_loss, args)
+    assert ours.total <= theirs.total
+
+    def step(fn):
+        leaf = x.detach().requires_grad_()
+        return lambda: torch.autograd.grad(fn(leaf, targets, il, tl), leaf)
+
+    for fn in (ctc_loss, TF.ctc_loss):  # warm up
+        step(fn)()
+    assert peak_bytes(step(ctc_loss), x.device) <= peak_bytes(step(TF.ctc_loss), x.device)

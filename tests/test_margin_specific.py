@@ -487,12 +487,16 @@ def test_target_range_check_under_compile():
 # thresholds), and cover the sort's eager int64-key variant (float32 scores), its general
 # variant (float64, torch.func, torch.compile) and the eager chunking.
 
-_PATHS = {"pairwise": 10**9, "sorted": 0}
+# (pairwise threshold, label-loop limit per bit of C): "labels" loops over the label positions
+# wherever the functional can read the label count (eager CPU calls), and sorts elsewhere
+_PATHS = {"pairwise": (10**9, 0), "sorted": (0, 0), "labels": (0, 10**9)}
 
 
 def _force(monkeypatch, path):
-    monkeypatch.setattr(_margin, "_ML_PAIRWISE_ALWAYS_C", _PATHS[path])
-    monkeypatch.setattr(_margin, "_ML_PAIRWISE_MAX_C", _PATHS[path])
+    pairwise, per_bit = _PATHS[path]
+    monkeypatch.setattr(_margin, "_ML_PAIRWISE_ALWAYS_C", pairwise)
+    monkeypatch.setattr(_margin, "_ML_PAIRWISE_MAX_C", pairwise)
+    monkeypatch.setattr(_margin, "_ML_LOOP_PER_BIT", per_bit)
 
 
 @pytest.fixture(params=sorted(_PATHS))
@@ -729,3 +733,146 @@ def test_multi_margin_peak_is_one_buffer():
     cpu = torch.device("cpu")
     slack = 4 * 256 * 8  # a few (N, 1) temporaries
     assert peak_bytes(step(F.multi_margin_loss), cpu) <= peak_bytes(step(TF.multi_margin_loss), cpu) + slack
+
+
+# --------------------------------------------------------------------------------------------
+# MultiLabelMargin: the label loop (the functional's label count)
+
+
+def test_multilabel_label_count_read_by_the_functional():
+    from torchloss.functional import _ml_label_count
+
+    gen = _gen(19)
+    for n, c, labels in [(5, 40, 0), (5, 40, 3), (7, 40, 4), (6, 40, 9), (4, 40, 40), (0, 40, 0)]:
+        t = torch.randint(0, c, (n, c), generator=gen)
+        if n:
+            t[0, labels:] = -1  # the longest row
+            t[1:, min(labels, 2) :] = -1
+            t[1:, min(labels, 2) + 1 :] = torch.randint(-1, c, (max(n - 1, 0), c - min(labels, 2) - 1), generator=gen)
+        assert _ml_label_count(t, 100) == labels
+        assert _ml_label_count(t, labels) == labels
+        if labels > 4:
+            assert _ml_label_count(t, labels // 2 - 1) == -1
+
+
+def test_multilabel_label_loop_taken_and_matches_sort(monkeypatch):
+    # the bench's layout (a few labels among many classes): the eager forward loops over the
+    # label positions, with the values and gradients of the sort and of torch
+    gen = _gen(20)
+    calls = []
+    loop = _margin._ml_label_loop
+    monkeypatch.setattr(_margin, "_ml_label_loop", lambda *a: calls.append(a[2]) or loop(*a))
+    for kind in ("lattice", "normal", "special"):
+        x = _ml_scores(gen, 300, 64, torch.float32, kind)
+        t = torch.randint(0, 64, (300, 64), generator=gen)
+        t[:, 5:] = -1
+        t[::3, 2:] = -1
+        t[1, 0] = -1  # a row without labels
+        t[2, :5] = 7  # a label listed five times
+        for reduction in ("none", "mean", "sum"):
+            calls.clear()
+            leaf = x.clone().requires_grad_()
+            out = F.multilabel_margin_loss(leaf, t, reduction=reduction)
+            (g,) = torch.autograd.grad(out.sum(), leaf)
+            assert calls == [5]
+            with monkeypatch.context() as m:
+                m.setattr(_margin, "_ML_LOOP_PER_BIT", 0)  # the sort
+                sleaf = x.clone().requires_grad_()
+                sorted_out = F.multilabel_margin_loss(sleaf, t, reduction=reduction)
+                (sg,) = torch.autograd.grad(sorted_out.sum(), sleaf)
+            assert calls == [5]
+            torch.testing.assert_close(out, sorted_out, rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(g, sg, rtol=0, atol=0)
+            ref, _ = _torch_ml(x, t, reduction)
+            torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
+    # no label count where reading it is not free: under torch.func or for many labels
+    calls.clear()
+    x = torch.randn(40, 64, generator=gen)
+    t = torch.randint(0, 64, (40, 64), generator=gen)
+    t[:, 3:] = -1
+    torch.func.vmap(lambda v, y: F.multilabel_margin_loss(v[None], y[None]))(x, t)
+    t[0, 3:30] = 1
+    F.multilabel_margin_loss(x, t)
+    assert calls == []
+
+
+def test_multilabel_label_loop_memory():
+    # the bench's layout at a smaller size: saved bytes as torch, peak within torch's
+    from torchloss.bench import peak_bytes
+
+    gen = _gen(21)
+    x = torch.randn(512, 256, generator=gen)
+    t = torch.randint(0, 256, (512, 256), generator=gen)
+    t[:, 4:] = -1
+    assert saved_bytes(F.multilabel_margin_loss, (x, t)).total <= saved_bytes(TF.multilabel_margin_loss, (x, t)).total
+
+    def step(fn):
+        leaf = x.clone().requires_grad_()
+        return lambda: torch.autograd.grad(fn(leaf, t), leaf)
+
+    cpu = torch.device("cpu")
+    assert peak_bytes(step(F.multilabel_margin_loss), cpu) <= peak_bytes(step(TF.multilabel_margin_loss), cpu)
+
+
+# --------------------------------------------------------------------------------------------
+# MultiLabelSoftMargin: the eager in-place path
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_multilabel_soft_margin_eager_matches_differentiable_path(reduction, weighted):
+    gen = _gen(22)
+    x = torch.randn(40, 30, generator=gen, dtype=D) * 8
+    x[0, :6] = torch.tensor([0.0, -0.0, 40.0, -40.0, 1e4, -1e4], dtype=D)
+    y = torch.rand(40, 30, generator=gen, dtype=D)
+    y[0, :6] = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=D)
+    y[1] = (y[1] > 0.5).to(D)
+    w = torch.rand(30, generator=gen, dtype=D) + 0.2 if weighted else None
+    leaf = x.clone().requires_grad_()
+    out = F.multilabel_soft_margin_loss(leaf, y, weight=w, reduction=reduction)
+    upstream = torch.rand(out.shape, generator=gen, dtype=D) + 0.5
+    (g,) = torch.autograd.grad(out, leaf, upstream, retain_graph=True)  # eager, in place
+    (g_graph,) = torch.autograd.grad(out, leaf, upstream, create_graph=True)  # differentiable
+    with torch.autograd.forward_ad.dual_level():  # the differentiable forward
+        dual = torch.autograd.forward_ad.make_dual(x, torch.zeros_like(x))
+        out_graph = torch.autograd.forward_ad.unpack_dual(
+            F.multilabel_soft_margin_loss(dual, y, weight=w, reduction=reduction)
+        ).primal
+    # the loss up to rounding (the eager form groups its terms differently), the gradient
+    # exactly (with a weight: up to the order of the two scalings)
+    torch.testing.assert_close(out, out_graph, rtol=1e-13, atol=0)
+    torch.testing.assert_close(g, g_graph, rtol=1e-15 if weighted else 0, atol=0)
+    ref = TF.multilabel_soft_margin_loss(x, y, weight=w, reduction=reduction)
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=0)
+
+
+def test_multilabel_soft_margin_float32_eager_at_least_as_accurate_as_torch():
+    # against float64 of the same float32 logits and targets: the eager loss is within torch's
+    # error plus two units in the last place (its gradient has the differentiable path's bits)
+    gen = _gen(23)
+    x = (torch.randn(256, 64, generator=gen) * 6).float()
+    y = torch.rand(256, 64, generator=gen).float()
+    y[::2] = (y[::2] > 0.5).float()
+    for reduction in ("none", "sum"):
+        exact = TF.multilabel_soft_margin_loss(x.double(), y.double(), reduction=reduction)
+        mine = F.multilabel_soft_margin_loss(x, y, reduction=reduction)
+        theirs = TF.multilabel_soft_margin_loss(x, y, reduction=reduction)
+        ulp = torch.finfo(torch.float32).eps * exact.abs()
+        assert bool(((mine.double() - exact).abs() <= (theirs.double() - exact).abs() + 2 * ulp).all())
+
+
+def test_multilabel_soft_margin_memory_below_torch():
+    from torchloss.bench import peak_bytes
+
+    gen = _gen(24)
+    x, y = torch.randn(256, 128, generator=gen), (torch.rand(256, 128, generator=gen) > 0.5).float()
+
+    def step(fn):
+        leaf = x.clone().requires_grad_()
+        return lambda: torch.autograd.grad(fn(leaf, y), leaf)
+
+    cpu = torch.device("cpu")
+    # the loss buffer and one temporary (forward), the gradient and one temporary (backward)
+    assert peak_bytes(step(F.multilabel_soft_margin_loss), cpu) <= 2 * x.numel() * 4 + 4096
+    assert peak_bytes(step(F.multilabel_soft_margin_loss), cpu) <= peak_bytes(step(TF.multilabel_soft_margin_loss), cpu)
+    assert saved_bytes(F.multilabel_soft_margin_loss, (x, y)).total <= saved_bytes(TF.multilabel_soft_margin_loss, (x, y)).total

@@ -2,17 +2,20 @@
 from torch, straight-through var gradients, KL's 'batchmean' and warning quirks, dtype rules,
 complex inputs, vmap over var, and the modules' signatures."""
 
+import contextlib
 import inspect
 import itertools
 import warnings
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
-from torchloss.testing import graph_functions, parity
+from torchloss.bench import peak_bytes
+from torchloss.testing import graph_functions, parity, saved_bytes
 
 
 def _gen(seed=0):
@@ -512,3 +515,147 @@ def test_modules_validate_reduction_only_at_forward():
         m = cls(reduction="bogus")
         with pytest.raises(ValueError, match="reduction|not valid"):
             m(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# The eager in-place paths against the differentiable one; memory against torch
+
+
+def _generic(fn, *args, **kwargs):
+    """``fn`` on the differentiable path: an open forward-AD level turns the eager paths off."""
+    with fwAD.dual_level():
+        return fn(*args, **kwargs)
+
+
+def _grads(fn, args, wrt, kwargs, create_graph=False, generic=False):
+    leaves = [a.detach().clone().requires_grad_() if i in wrt else a for i, a in enumerate(args)]
+    with fwAD.dual_level() if generic else contextlib.nullcontext():
+        out = fn(*leaves, **kwargs)
+        upstream = (torch.rand(out.shape, generator=_gen(1), dtype=torch.float64) + 0.5).to(out.dtype)
+        grads = torch.autograd.grad(out, [leaves[i] for i in wrt], upstream, create_graph=create_graph)
+    return [g.detach() for g in grads]
+
+
+def _eager_cases():
+    g = _gen(5)
+    inf, nan = float("inf"), float("nan")
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    counts = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 7.0], dtype=torch.float64).repeat(4, 1)
+    rates = torch.rand(4, 6, generator=g, dtype=torch.float64) * 3 + 0.1
+    var = torch.rand(4, 6, generator=g, dtype=torch.float64) + 0.1
+    var[0, :3] = torch.tensor([0.0, 1e-8, 1e-6])  # below, just below and at eps
+    probs = torch.randn(4, 6, generator=g, dtype=torch.float64).softmax(-1)
+    probs[1, 2] = probs[3, 0] = 0.0
+    logp = torch.randn(4, 6, generator=g, dtype=torch.float64).log_softmax(-1)
+    special = torch.tensor([inf, -inf, nan, 0.0, 1.0, -2.0], dtype=torch.float64)
+    cases = []
+    for log_input, full in itertools.product((True, False), (False, True)):
+        cases.append(("poisson_nll_loss", (x if log_input else rates, counts), (0, 1), {"log_input": log_input, "full": full}))
+        cases.append(("poisson_nll_loss", (x if log_input else rates, counts), (0,), {"log_input": log_input, "full": full}))
+    cases.append(("poisson_nll_loss", (special, counts[0]), (0,), {}))
+    for full in (False, True):
+        cases.append(("gaussian_nll_loss", (x, x.flip(0), var), (0, 2), {"full": full}))
+        cases.append(("gaussian_nll_loss", (x, x.flip(0), var), (0, 1, 2), {"full": full}))
+    cases.append(("gaussian_nll_loss", (x, x.flip(0), var), (1,), {}))
+    cases.append(("gaussian_nll_loss", (x, x.flip(0), var[:, 0]), (0, 1, 2), {}))  # homoscedastic
+    cases.append(("gaussian_nll_loss", (x, x.flip(0), var[:1]), (0, 2), {}))  # one dimension of size 1
+    cases.append(("gaussian_nll_loss", (x, x.flip(0), 0.3), (0, 1), {}))  # a Python-float var
+    cases.append(("gaussian_nll_loss", (special, special.flip(0), var[1]), (0, 2), {}))
+    for log_target in (False, True):
+        target = probs.log() if log_target else probs
+        cases.append(("kl_div", (logp, target), (0,), {"log_target": log_target}))
+        cases.append(("kl_div", (logp, target), (0, 1), {"log_target": log_target}))
+        cases.append(("kl_div", (logp[:1], target), (0,), {"log_target": log_target}))  # input broadcast
+    cases.append(("kl_div", (logp, probs), (1,), {}))
+    cases.append(("kl_div", (special, torch.tensor([0.0, 0.5, 0.0, 0.0, -1.0, nan], dtype=torch.float64)), (0,), {}))
+    return cases
+
+
+def _reductions(name):
+    return ("none", "mean", "sum", "batchmean") if name == "kl_div" else ("none", "mean", "sum")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("i", range(len(_eager_cases())))
+def test_eager_path_agrees_with_differentiable_path(i, dtype):
+    name, args, wrt, kwargs = _eager_cases()[i]
+    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args)
+    fn = _quiet(getattr(F, name))
+    tol = {"rtol": 2e-3, "atol": 1e-3} if dtype == torch.float16 else {}
+    for reduction in _reductions(name):
+        kw = dict(kwargs, reduction=reduction)
+        fast, slow = fn(*args, **kw), _generic(fn, *args, **kw)
+        assert fast.dtype == slow.dtype and fast.shape == slow.shape
+        torch.testing.assert_close(fast, slow, equal_nan=True, **tol)
+        if dtype != torch.float16:  # (torch rounds float16 after every op of its chain)
+            ref = _quiet(getattr(TF, name))(*args, **kw)
+            torch.testing.assert_close(fast, ref, equal_nan=True)
+        # grad mode off in backward: the eager path; create_graph=True, or an open forward-AD
+        # level: the differentiable one
+        g_fast = _grads(fn, args, wrt, kw)
+        g_slow = _grads(fn, args, wrt, kw, create_graph=True)
+        g_generic = _grads(fn, args, wrt, kw, generic=True)
+        for a, b, c in zip(g_fast, g_slow, g_generic):
+            assert a.dtype == b.dtype == c.dtype and a.shape == b.shape == c.shape
+            torch.testing.assert_close(a, b, equal_nan=True, **tol)
+            torch.testing.assert_close(b, c, rtol=0, atol=0, equal_nan=True)
+
+
+def test_kl_vectorised_y_log_y_on_large_inputs():
+    """From ``_VECTOR_XLOGY_MIN`` elements on, the eager KL forward computes ``y log y`` as
+    ``log(y).clamp_(finite).mul_(y)``: 0 at y = 0, NaN for negative and NaN targets, as xlogy."""
+    from torchloss._autograd.probabilistic import _VECTOR_XLOGY_MIN
+
+    g = _gen(7)
+    for dtype in (torch.float32, torch.float64):
+        y = torch.rand(2 * _VECTOR_XLOGY_MIN, generator=g, dtype=dtype)
+        y[::7] = 0.0
+        y[1] = -0.5
+        y[2] = float("nan")
+        y[3] = float("inf")
+        y[4] = torch.finfo(dtype).tiny / 8  # subnormal
+        x = torch.randn(y.shape, generator=g, dtype=dtype)
+        x[7] = float("-inf")  # 0·(-inf): NaN, as torch
+        ours = F.kl_div(x, y, reduction="none")
+        ref = TF.kl_div(x, y, reduction="none")
+        torch.testing.assert_close(ours, ref, equal_nan=True)
+        assert (ours[::7][2:] == 0).all() and ours[1:3].isnan().all() and ours[7].isnan()
+        torch.testing.assert_close(F.kl_div(x[8:], y[8:], reduction="sum"), TF.kl_div(x[8:], y[8:], reduction="sum"))
+
+
+def _memory_cases(n=64 * 1024):
+    """The benchmark's inputs and differentiated arguments (torchloss.bench), at n elements."""
+    g = _gen(9)
+    x = torch.randn(n, generator=g)
+    return [
+        ("poisson_nll_loss", (x, torch.rand(n, generator=g) * 4), (0,), {}),
+        ("gaussian_nll_loss", (x, torch.randn(n, generator=g), torch.rand(n, generator=g) * 1.8 + 0.2), (0, 2), {}),
+        ("kl_div", (x.view(64, -1).log_softmax(-1), torch.randn(64, n // 64, generator=g).softmax(-1)), (0,), {"reduction": "batchmean"}),
+    ]
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_memory_no_more_than_torch(i):
+    name, args, wrt, kwargs = _memory_cases()[i]
+    ours = saved_bytes(getattr(F, name), args, kwargs, wrt)
+    theirs = saved_bytes(getattr(TF, name), args, kwargs, wrt)
+    assert ours.total <= theirs.total and ours.extra <= theirs.extra == theirs.extra
+    assert ours.extra == 0  # nothing allocated for the graph: only inputs are kept
+    if name == "kl_div":  # the input's gradient needs only the target, as in torch
+        assert ours.total == theirs.total == args[1].nbytes
+
+    def step(fn):
+        leaves = [a.detach().requires_grad_() if j in wrt else a for j, a in enumerate(args)]
+        return lambda: torch.autograd.grad(fn(*leaves, **kwargs), [leaves[j] for j in wrt])
+
+    # peak memory of a forward and backward step: the eager paths keep at most two full-size
+    # buffers alive (Gaussian: the two gradients), torch several
+    peak_ours, peak_torch = peak_bytes(step(getattr(F, name)), torch.device("cpu")), peak_bytes(step(getattr(TF, name)), torch.device("cpu"))
+    assert peak_ours <= peak_torch
+    assert peak_ours <= len(wrt) * args[0].nbytes + 4096
+
+
+def test_kl_saves_both_when_the_target_needs_a_gradient():
+    x, y = torch.randn(3, 4).log_softmax(-1), torch.rand(3, 4)
+    assert saved_bytes(F.kl_div, (x, y), {"reduction": "sum"}, (1,)).total == x.nbytes + y.nbytes
+    assert saved_bytes(F.kl_div, (x, y), {"reduction": "sum"}, (0, 1)).total == x.nbytes + y.nbytes

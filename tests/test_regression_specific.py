@@ -1,14 +1,17 @@
-"""Regression-loss behaviour the case table cannot express: complex L1, dtype rules, edge values."""
+"""Regression-loss behaviour the case table cannot express: complex L1, dtype rules, edge values,
+the eager in-place paths against the differentiable ones, and the memory kept for backward."""
 
 import warnings
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
-from torchloss.testing import parity
+from torchloss._autograd import regression as RG
+from torchloss.testing import parity, saved_bytes
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -93,3 +96,133 @@ def test_kink_subgradients_match_torch():
     for name, kw in [("l1_loss", {}), ("huber_loss", {"delta": 1.0}), ("smooth_l1_loss", {"beta": 1.0})]:
         report = parity(getattr(F, name), getattr(TF, name), (x, y), dict(kw, reduction="sum"), (0, 1))
         assert report.ok, (name, report.problems)
+
+
+# --------------------------------------------------------------------------------------------
+# The eager paths (in place, chunked) against the differentiable code
+
+EAGER_CASES = [
+    ("l1_loss", {}),
+    ("mse_loss", {}),
+    ("huber_loss", {"delta": 0.7}),
+    ("smooth_l1_loss", {"beta": 0.7}),
+    ("smooth_l1_loss", {"beta": 1.0}),
+    ("smooth_l1_loss", {"beta": float("inf")}),
+]
+
+
+def _pair(kind, dtype, n=35):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(n, generator=g, dtype=torch.float64) * 2).to(dtype)
+    y = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    x[:4] = y[:4] + torch.tensor([0.0, 0.7, -1.0, 1.0], dtype=dtype)  # at the kinks
+    if kind == "flat":
+        return x, y
+    if kind == "matrix":
+        return x.view(5, 7), y.view(5, 7)
+    if kind == "broadcast":
+        return x.view(5, 7), y[:7]
+    return x.view(7, 5).t(), y.view(5, 7)  # non-contiguous input
+
+
+def _value_and_grads(name, kw, x, y, reduction, create_graph=False):
+    x, y = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
+    out = getattr(F, name)(x, y, reduction=reduction, **kw)
+    upstream = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).view(out.shape)
+    return (out, *torch.autograd.grad(out, (x, y), upstream, create_graph=create_graph))
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+@pytest.mark.parametrize("chunk", [None, 16])
+@pytest.mark.parametrize("kind", ["flat", "matrix", "broadcast", "noncontiguous"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name,kw", EAGER_CASES)
+def test_eager_matches_differentiable_path(name, kw, reduction, kind, chunk, monkeypatch):
+    # chunk=16 runs the chunked forward/backward on 35 elements (two full chunks and a partial
+    # one) where the pair is contiguous and of one shape
+    if chunk is not None:
+        monkeypatch.setattr(RG, "_CHUNK", chunk)
+    x, y = _pair(kind, torch.float64)
+    x0, y0 = x.clone(), y.clone()
+    eager = _value_and_grads(name, kw, x, y, reduction)
+    # create_graph=True runs the differentiable backward; a forward-AD level the differentiable
+    # forward
+    general = _value_and_grads(name, kw, x, y, reduction, create_graph=True)
+    with fwAD.dual_level():
+        general = (getattr(F, name)(x, y, reduction=reduction, **kw), *general[1:])
+    ref = (getattr(TF, name)(x, y, reduction=reduction, **kw),)
+    for a, b in zip(eager, general):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-13, atol=1e-15, equal_nan=True)
+    torch.testing.assert_close(eager[0], ref[0], rtol=1e-13, atol=1e-15)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("chunk", [None, 16])
+@pytest.mark.parametrize("name,kw", EAGER_CASES)
+def test_eager_float32_matches_torch(name, kw, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(RG, "_CHUNK", chunk)
+    x, y = _pair("matrix", torch.float32)
+    for reduction in ("none", "mean", "sum"):
+        report = parity(getattr(F, name), getattr(TF, name), (x, y), dict(kw, reduction=reduction), (0, 1))
+        assert report.ok, (reduction, report.problems)
+
+
+def test_eager_elementwise_loss_is_torchs_bit_for_bit():
+    # L1, MSE, Huber and SmoothL1 with beta = 1 round as torch's kernels do, chunked or not;
+    # SmoothL1 with another beta differs by an ulp or two inside |d| < beta, where both round
+    # twice (see _smooth_l1_)
+    x, y = _pair("flat", torch.float32, n=4096)
+    for name, kw in EAGER_CASES[:3] + [("smooth_l1_loss", {"beta": 1.0}), ("huber_loss", {"delta": 1.0})]:
+        ref = getattr(TF, name)(x, y, reduction="none", **kw)
+        assert torch.equal(getattr(F, name)(x, y, reduction="none", **kw), ref), name
+    ref = TF.smooth_l1_loss(x, y, reduction="none", beta=0.7)
+    torch.testing.assert_close(F.smooth_l1_loss(x, y, reduction="none", beta=0.7), ref, rtol=2.5e-7, atol=0)
+
+
+def test_smooth_l1_tiny_beta_backward_matches_torch():
+    # below 1e-30 the eager backward would overflow 1/beta in float32: the general code runs
+    x, y = _pair("flat", torch.float32)
+    report = parity(F.smooth_l1_loss, TF.smooth_l1_loss, (x, y), {"beta": 1e-35}, (0, 1))
+    assert report.ok, report.problems
+
+
+# --------------------------------------------------------------------------------------------
+# Memory kept for backward
+
+
+@pytest.mark.parametrize("wrt", [(0,), (0, 1)])
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"])
+def test_saved_bytes_at_most_torchs(name, wrt):
+    x, y = _pair("flat", torch.float32, n=1000)
+    ours = saved_bytes(getattr(F, name), (x, y), {}, wrt)
+    theirs = saved_bytes(getattr(TF, name), (x, y), {}, wrt)
+    assert ours.total <= theirs.total, (ours, theirs)
+    if name == "l1_loss":
+        # only the int8 sign of x - y (torch keeps the float difference)
+        assert ours.total == ours.extra == 1000
+
+
+def test_l1_sign_path_double_backward_and_jvp():
+    # the saved sign is a constant of the backward: second derivatives are 0, and the backward
+    # stays linear in (differentiable with respect to) the upstream gradient
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(5, 7, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2))
+    fn = lambda a, b: F.l1_loss(a, b, reduction="sum")  # noqa: E731
+    torch.autograd.gradgradcheck(fn, (x, y))
+    out = fn(x, y)
+    assert type(out.grad_fn).__name__ == "L1LossFunctionBackward"
+    gx, = torch.autograd.grad(out, x, create_graph=True)
+    assert torch.equal(gx, (x - y).sign())
+    tx = torch.randn_like(x)
+    _, t = torch.func.jvp(lambda a: F.l1_loss(a, y.detach()), (x.detach(),), (tx,))
+    torch.testing.assert_close(t, ((x - y).sign() * tx).mean().detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_l1_sign_path_low_precision_mean_matches_torch(dtype):
+    # 'mean' over more elements than float16 holds exactly (or at all: 70000 > 65504)
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(70001, generator=g).to(dtype) for _ in range(2))
+    report = parity(F.l1_loss, TF.l1_loss, (x, y), {}, (0, 1), rtol=1e-2, atol=1e-6)
+    assert report.ok, report.problems

@@ -300,20 +300,19 @@ def test_large_values_overflow_where_torch_does():
 # Memory kept for backward
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"p": 1}, {"p": 3}, {"swap": True}, {"p": 1.5, "swap": True}])
-def test_keeps_inputs_and_per_row_distances_only(kwargs):
+@pytest.mark.parametrize("kwargs", [{}, {"p": 1}, {"p": 3}, {"swap": True}, {"p": 1.5, "swap": True}, {"p": math.inf}])
+def test_keeps_difference_vectors_and_per_row_weights_only(kwargs):
     N, Dm = 256, 128
     args = tuple(torch.randn(N, Dm, generator=_gen(s)) for s in range(3))
     ours = saved_bytes(F.triplet_margin_loss, args, kwargs, (0, 1, 2))
     theirs = saved_bytes(TF.triplet_margin_loss, args, kwargs, (0, 1, 2))
     distances = 3 if kwargs.get("swap") else 2
-    # beside the caller's own inputs, only the O(N) distances
-    assert ours.extra == distances * N * 4
-    # torch keeps every N x D difference vector (and more) beside them
-    assert theirs.extra >= distances * N * Dm * 4
-    assert ours.extra * 100 < theirs.extra
-    if kwargs.get("swap"):
-        assert ours.total <= theirs.total
+    # the difference vectors (as torch), not the inputs, and one weight per row and distance
+    # (none for the ±inf norms, whose backward recomputes the distances)
+    weights = 0 if math.isinf(kwargs.get("p", 2)) else distances * N * 4
+    assert ours.total == ours.extra
+    assert distances * N * Dm * 4 <= ours.total <= distances * N * Dm * 4 + weights
+    assert ours.total <= theirs.total and ours.extra <= theirs.extra
 
 
 def test_user_distance_hinge_keeps_only_the_distances():
@@ -570,3 +569,20 @@ def test_modules_compile_to_one_graph():
         torch.testing.assert_close(out, expected)
         for x, y in zip(g, g_ref):
             torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"p": 1}, {"p": 3}, {"p": 1.5, "swap": True}, {"swap": True}, {"p": math.inf}])
+def test_first_order_weights_agree_with_the_differentiated_backward(kwargs):
+    # a first-order backward uses the per-row weights the forward prepared; a differentiated one
+    # (create_graph=True) recomputes distances and hinge from the saved difference vectors
+    a, p, n = (_randn(6, 5, seed=s) for s in range(3))
+    n[0] = a[0]  # a row with d(a, n) = eps * 5 ** (1 / q)
+    for reduction in REDUCTIONS:
+        grads = []
+        for create_graph in (False, True):
+            leaves = [t.clone().requires_grad_() for t in (a, p, n)]
+            out = F.triplet_margin_loss(*leaves, margin=1.5, reduction=reduction, **kwargs)
+            upstream = torch.rand(out.shape, generator=_gen(5), dtype=D) + 0.5
+            grads.append(torch.autograd.grad(out, leaves, upstream, create_graph=create_graph))
+        for x, y in zip(*grads):
+            torch.testing.assert_close(x, y.detach(), rtol=1e-13, atol=1e-15)

@@ -600,8 +600,46 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine_info(device: str, dtype: str) -> list[tuple[str, str]]:
-    """(name, value) pairs describing where and how the benchmark ran, for the report's header."""
+class _Empty(torch.autograd.Function):
+    """The cheapest custom Function a loss can be: ``x.sum()`` forward, an expand backward."""
+
+    @staticmethod
+    def forward(x):
+        return x.sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.expand(ctx.shape)
+
+
+def function_floor(device: str, dtype: torch.dtype, min_time: float = 0.2) -> tuple[float, float]:
+    """``(torch, custom)``: seconds per forward+backward step of ``x.sum()`` at 32 elements, plain
+    and through an empty ``autograd.Function`` (:class:`_Empty`). The second is the least a
+    torchloss loss can cost at the small size (the Python forward, ``setup_context`` and backward
+    calls), which puts a bound on the small-size ratios of losses whose whole torch step is
+    about as cheap."""
+    from torch.utils import benchmark
+
+    x = torch.randn(32, device=device, dtype=dtype, requires_grad=True)
+    apply = super(torch.autograd.Function, _Empty).apply  # the C apply, as Dispatch calls it
+    timers = [
+        benchmark.Timer("grad(x.sum(), x)", globals={"grad": torch.autograd.grad, "x": x}),
+        benchmark.Timer("grad(apply(x), x)", globals={"grad": torch.autograd.grad, "x": x, "apply": apply}),
+    ]
+    medians = [[], []]
+    for _ in range(3):
+        for i, timer in enumerate(timers):
+            medians[i].append(timer.blocked_autorange(min_run_time=min_time).median)
+    return tuple(statistics.median(m) for m in medians)
+
+
+def machine_info(device: str, dtype: str, floor: tuple[float, float] | None = None) -> list[tuple[str, str]]:
+    """(name, value) pairs describing where and how the benchmark ran, for the report's header
+    (``floor``: :func:`function_floor`'s result, when measured)."""
     import datetime
     import os
     import platform
@@ -646,7 +684,16 @@ def machine_info(device: str, dtype: str) -> list[tuple[str, str]]:
         ("device", dev),
         ("dtype", dtype),
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-    ]
+    ] + ([("autograd.Function floor", _floor_text(floor))] if floor else [])
+
+
+def _floor_text(floor: tuple[float, float]) -> str:
+    plain, custom = floor
+    return (
+        f"{_fmt_time(custom)} per forward+backward of `x.sum()` (32 elements) through an empty "
+        f"custom `autograd.Function`, against {_fmt_time(plain)} without one: the least any "
+        "torchloss loss costs at the small size"
+    )
 
 
 MD_COLUMNS = (
@@ -881,6 +928,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"  {b.name} ({size}) ...", file=sys.stderr, flush=True)
             results.append(run_one(b, size, args.device, dtype, args.rounds, args.min_time))
     elapsed = time.perf_counter() - start
+    floor = function_floor(args.device, dtype, args.min_time) if "small" in sizes else None
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(format_table(results), file=out)
     print(
@@ -888,6 +936,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         f"{args.rounds} interleaved rounds in {elapsed:.0f} s",
         file=out,
     )
+    if floor:
+        print(f"autograd.Function floor: {_floor_text(floor)}", file=out)
     sweep: list[Result] = []
     sweep_settings = ""
     if sweep_k:
@@ -915,7 +965,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         text = format_markdown(
             results,
             sweep,
-            machine=machine_info(args.device, args.dtype),
+            machine=machine_info(args.device, args.dtype, floor),
             settings=(
                 f"{_plural(args.rounds, 'interleaved round')} of `blocked_autorange(min_run_time={args.min_time:g})` "
                 f"per loss and size; {elapsed:.0f} s"

@@ -23,8 +23,10 @@ from ._autograd.binary import BCELossFunction, BCEWithLogitsLossFunction, SoftMa
 from ._autograd.ctc import CTCLossFunction
 from ._autograd.classification import (
     CrossEntropyLossFunction,
+    CrossEntropyPlainFunction,
     CrossEntropyProbsLossFunction,
     NLLLossFunction,
+    NLLLossPlainFunction,
 )
 from ._autograd.pair import (
     CosineEmbeddingLossFunction,
@@ -143,15 +145,29 @@ def l1_loss(
     With ``weight`` (same size as ``input``) the element-wise loss is :math:`w|x-y|` and
     ``'mean'`` divides by :math:`\sum w`, as in torch.
     """
-    _warn_size(input, target)
+    same = input.shape == target.shape  # the usual call: no warning, nothing to broadcast
+    if not same:
+        _warn_size(input, target)
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
-    _check_broadcast(input, target)
+    if not same:
+        _check_broadcast(input, target)
     if weight is not None:
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
     else:
         code = R.get_enum(reduction)
-    return _l1(input, target, weight, code)
+    return _l1(input, target, weight, code, _l1_keep_sign(input, target, weight))[0]
+
+
+def _l1_keep_sign(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
+    # the usual training call (real, unweighted, something requires grad): the Function keeps
+    # the int8 sign of x - y for backward instead of both inputs (see L1LossFunction)
+    return (
+        weight is None
+        and (input.requires_grad or target.requires_grad)
+        and torch.is_grad_enabled()
+        and not (input.is_complex() or target.is_complex())
+    )
 
 
 def mse_loss(
@@ -167,15 +183,19 @@ def mse_loss(
     With ``weight`` (same size as ``input``) the element-wise loss is :math:`w(x-y)^2` and
     ``'mean'`` divides by :math:`\sum w`, as in torch.
     """
-    _warn_size(input, target)
+    same = input.shape == target.shape
+    if not same:
+        _warn_size(input, target)
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
-    _check_broadcast(input, target)
+    if not same:
+        _check_broadcast(input, target)
     if weight is not None:
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
     else:
         code = R.get_enum(reduction)
-    _require_floating("mse_loss", input, target)
+    if not (input.dtype == target.dtype and input.dtype.is_floating_point):
+        _require_floating("mse_loss", input, target)
     return _mse(input, target, weight, code)
 
 
@@ -190,18 +210,22 @@ def smooth_l1_loss(
     r"""Smooth L1 loss: :math:`\tfrac12 d^2/\beta` for :math:`|d| < \beta`, else
     :math:`|d| - \tfrac12\beta`; ``beta == 0`` is exactly L1. See :class:`torchloss.SmoothL1Loss`.
     """
-    _warn_size(input, target)
+    same = input.shape == target.shape
+    if not same:
+        _warn_size(input, target)
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
-    _check_broadcast(input, target)
+    if not same:
+        _check_broadcast(input, target)
     code = R.get_enum(reduction)
     if beta == 0.0:
-        return _l1(input, target, None, code)
+        return _l1(input, target, None, code, _l1_keep_sign(input, target, None))[0]
     if beta < 0:
         raise RuntimeError(
             f"smooth_l1_loss does not support negative values for beta (got beta={beta})."
         )
-    _require_floating("smooth_l1_loss", input, target)
+    if not (input.dtype == target.dtype and input.dtype.is_floating_point):
+        _require_floating("smooth_l1_loss", input, target)
     return _smooth_l1(input, target, code, float(beta))
 
 
@@ -218,8 +242,9 @@ def huber_loss(
     With ``weight`` (same size as ``input``) the element-wise loss is multiplied by it and
     ``'mean'`` still divides by the element count (torch's rule, unlike L1/MSE).
     """
-    _warn_size(input, target)
-    _check_broadcast(input, target)
+    if input.shape != target.shape:
+        _warn_size(input, target)
+        _check_broadcast(input, target)
     if weight is not None:
         code = _weighted_reduction(reduction, weight, input, R.MEAN)
     else:
@@ -228,7 +253,7 @@ def huber_loss(
         raise RuntimeError(
             f"huber_loss does not support non-positive values for delta (got delta={delta})."
         )
-    result = torch.promote_types(input.dtype, target.dtype)
+    result = input.dtype if input.dtype == target.dtype else torch.promote_types(input.dtype, target.dtype)
     if not (result.is_floating_point and input.dtype.is_floating_point):
         pair = f"input {_name(input)}, target {_name(target)}"
         if not torch.can_cast(result, input.dtype):
@@ -305,9 +330,17 @@ def _check_unit_interval(t: Tensor, name: str) -> None:
     ``torch._assert_async`` raises at once on CPU, traces under ``torch.compile`` (no graph
     break, no host sync), and on CUDA becomes a device-side assert, which is what torch's CUDA
     kernel does for the same check (``CUDA_KERNEL_ASSERT``); so it adds no host synchronisation.
+    On the CPU, where the flag is read on the host anyway, one ``aminmax`` pass and two host
+    reads replace its four ops and three temporaries (NaN propagates into both extremes).
     """
     if not torch.compiler.is_compiling():
         t = _unwrap_functorch(t)
+        if t.device.type == "cpu":
+            if t.numel():
+                lo, hi = torch.aminmax(t.detach())
+                if not (float(lo) >= 0 and float(hi) <= 1):
+                    raise RuntimeError(f"all elements of {name} should be between 0 and 1")
+            return
     torch._assert_async(
         ((t >= 0) & (t <= 1)).all(), f"all elements of {name} should be between 0 and 1"
     )
@@ -516,7 +549,8 @@ def poisson_nll_loss(
         )
     _require_tensor("poisson_nll_loss", "input", 1, input)
     _require_tensor("poisson_nll_loss", "target", 2, target)
-    broadcast_shape(input.shape, target.shape)
+    if input.shape != target.shape:
+        broadcast_shape(input.shape, target.shape)
     # torch's expression subtracts a bool tensor in these cases, which torch refuses
     x_bool, y_bool = input.dtype == torch.bool, target.dtype == torch.bool
     if (x_bool and (y_bool or not log_input)) or (y_bool and full):
@@ -609,7 +643,8 @@ def gaussian_nll_loss(
         raise RuntimeError(
             f"gaussian_nll_loss(): var must be a floating-point tensor, got {var.dtype}"
         )
-    broadcast_shape(input.shape, target.shape, var_shape)
+    if not (input.shape == target.shape == var_shape):
+        broadcast_shape(input.shape, target.shape, var_shape)
     if input.dtype == torch.bool or target.dtype == torch.bool:
         # torch computes input - target, which refuses bool tensors
         raise RuntimeError(
@@ -653,17 +688,18 @@ def kl_div(
         code = R.SUM if reduction == "batchmean" else R.get_enum(reduction)
     _require_tensor("kl_div", "input", 1, input)
     _require_tensor("kl_div", "target", 2, target)
-    if input.is_complex() or target.is_complex():
-        raise RuntimeError(
-            f"kl_div: Complex inputs not supported. (expected real floating-point input and target, "
-            f"got {input.dtype} and {target.dtype})"
-        )
     if not (input.is_floating_point() and target.is_floating_point()):
+        if input.is_complex() or target.is_complex():
+            raise RuntimeError(
+                f"kl_div: Complex inputs not supported. (expected real floating-point input and target, "
+                f"got {input.dtype} and {target.dtype})"
+            )
         raise RuntimeError(
             f"kl_div: Integral inputs not supported. (expected floating-point input and target, "
             f"got {input.dtype} and {target.dtype})"
         )
-    broadcast_shape(input.shape, target.shape)
+    if input.shape != target.shape:
+        broadcast_shape(input.shape, target.shape)
     divisor = input.size(0) if reduction == "batchmean" and input.dim() != 0 else 1
     return _kl(input, target, code, divisor, bool(log_target))
 
@@ -675,6 +711,64 @@ def kl_div(
 _nll = Dispatch(NLLLossFunction)
 _ce = Dispatch(CrossEntropyLossFunction)
 _ce_probs = Dispatch(CrossEntropyProbsLossFunction)
+
+# The fast Functions of plain index targets (no weight, smoothing or ignored target).
+_nll_plain = Dispatch(NLLLossPlainFunction)
+_ce_plain = Dispatch(CrossEntropyPlainFunction)
+
+
+def _plain_layout(input: Tensor, target: Tensor) -> bool:
+    """Whether an eager CPU call has the layout of the plain Functions: a floating ``(N, C, ...)``
+    input and a non-empty int64 target of the loss's shape, so that it passes every check of
+    :func:`_check_index_targets` (without a weight). The class range is then what remains to know
+    (:func:`_plain_range`, or the bounds check of the Function's own ``gather``); anything else
+    (CUDA, ``torch.compile``, uint8 or empty targets, unbatched inputs) takes the general path.
+    """
+    nd = input.dim()
+    if (
+        nd < 2
+        or target.dtype != torch.int64
+        or not (input.is_cpu and target.is_cpu and input.is_floating_point())
+        or torch.compiler.is_compiling()
+    ):
+        return False
+    shape = target.shape
+    if nd == 2:
+        return len(shape) == 1 and shape[0] == input.shape[0] and shape[0] > 0
+    return shape == input.shape[:1] + input.shape[2:] and target.numel() > 0
+
+
+def _plain_range(input: Tensor, target: Tensor, ignore_index: int) -> bool:
+    """Whether every target is a class index in ``[0, C)`` and none equals ``ignore_index``.
+
+    One ``aminmax`` read on the host: CPU only, as torch's CPU kernel reads the targets anyway
+    (under ``torch.func`` transforms the innermost plain target holds every value checked).
+    """
+    lo, hi = torch.aminmax(_unwrap_functorch(target))
+    lo, hi = int(lo), int(hi)
+    return 0 <= lo and hi < input.shape[1] and not lo <= ignore_index <= hi
+
+
+def _try_plain(plain: Dispatch, input: Tensor, target: Tensor, ignore_index: int, code: int, probe_limit: float):
+    """The loss from a plain Function, or None when the general path must compute it.
+
+    When ``ignore_index`` is no class index, a target equals it exactly when it lies outside
+    ``[0, C)``, and then the Function's own ``gather`` raises (its bounds check reads the targets
+    on the CPU): the general path then raises torch's IndexError or ignores what it must. Trying
+    first saves the ``aminmax`` read (~2 us of a small batch) for inputs of at most
+    ``probe_limit`` elements, where a failed attempt wastes little (for cross entropy, the
+    log-softmax computed before the gather); otherwise the range is read first.
+    """
+    if not _plain_layout(input, target):
+        return None
+    if input.numel() <= probe_limit and not 0 <= ignore_index < input.shape[1]:
+        try:
+            return plain(input, target.unsqueeze(1), code)
+        except RuntimeError:
+            return None
+    if _plain_range(input, target, ignore_index):
+        return plain(input, target.unsqueeze(1), code)
+    return None
 
 
 def _require_int(fn: str, name: str, position: int, value) -> int:
@@ -791,7 +885,13 @@ def nll_loss(
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
-    ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
+    if type(ignore_index) is not int:
+        ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
+    if weight is None:
+        # a failed attempt wastes one gather of the targets: always worth trying
+        loss = _try_plain(_nll_plain, input, target, ignore_index, code, math.inf)
+        if loss is not None:
+            return loss
     _check_index_targets("nll_loss", input, target, weight)
     _not_differentiable("nll_loss_forward", "weight", weight)
     _check_class_range(target, _n_classes(input), ignore_index)
@@ -821,7 +921,8 @@ def cross_entropy(
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
-    ignore_index = _require_int("cross_entropy_loss", "ignore_index", 5, ignore_index)
+    if type(ignore_index) is not int:
+        ignore_index = _require_int("cross_entropy_loss", "ignore_index", 5, ignore_index)
     smoothing = float(label_smoothing) if label_smoothing > 0 else 0.0
     if input.shape == target.shape:
         # class probabilities
@@ -845,6 +946,11 @@ def cross_entropy(
             raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
         _check_smoothing(smoothing)
         return _ce_probs(input, target, weight, code, smoothing)
+    if not smoothing and weight is None:
+        # a failed attempt wastes the log-softmax: tried first only while that is a few us
+        loss = _try_plain(_ce_plain, input, target, ignore_index, code, 4096)
+        if loss is not None:
+            return loss
     _check_smoothing(smoothing)
     if input.dim() == 0:
         raise IndexError(
@@ -1053,7 +1159,41 @@ def multilabel_margin_loss(
     _require_int64_target(fn, target)
     # the forward computes the gradient coefficients alongside the loss when they will be needed
     with_grad = input.requires_grad and torch.is_grad_enabled()
-    return _multilabel_margin(input, target, code, with_grad)[0]
+    labels = -1  # a bound on the rows' label counts, when known (see _ml_label_count)
+    if input.dim() == 2 and target.device.type == "cpu":
+        limit = MultiLabelMarginLossFunction.label_limit(*input.shape)
+        if limit and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
+            labels = _ml_label_count(target, limit)
+    return _multilabel_margin(input, target, code, with_grad, labels)[0]
+
+
+def _ml_label_count(target: Tensor, limit: int) -> int:
+    """The largest label count of a row of the ``(N, C)`` target (the index of its first -1, or
+    C), if at most ``limit``, else -1.
+
+    The eager forward loops over that many label positions (O(N K C), as torch's kernel) instead
+    of sorting every row, which is faster for a few labels among many classes. The count depends
+    on the target's values, so it is read here, on the host, and passed to the Function as a
+    plain int: only for a CPU target (reading costs no device synchronisation, like the range
+    check's) outside torch.compile and torch.func transforms; everywhere else (and for more
+    labels) the Function sorts. The count only chooses the formulation: both give the same
+    values. Only the leading columns are read: those of the first power of two (from 4) at which
+    every row has seen its -1.
+    """
+    n, c = target.shape
+    if n == 0:
+        return 0
+    k = 4
+    while True:
+        k = min(k, c)
+        terminated, first = target[:, :k].lt(0).max(1)
+        if bool(terminated.all()):
+            return int(first.max())
+        if k == c:  # a row without -1: every position is a label
+            return c if c <= limit else -1
+        if k > limit:  # a row with at least k labels
+            return -1
+        k *= 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -1222,15 +1362,22 @@ def margin_ranking_loss(
             f"{fn}: input1, input2 and target must have the same number of dimensions, got "
             f"input1: {tuple(input1.shape)}, input2: {tuple(input2.shape)}, target: {tuple(target.shape)}"
         )
-    margin = _require_float(fn, "margin", 4, margin)
-    # torch's composite computes -target * (input1 - input2) + margin, then clamps
-    _no_bool_arithmetic(fn, "target", target, "negates the target")
-    _no_bool_arithmetic(fn, "input1", input1, "subtracts input2 from input1")
-    _no_bool_arithmetic(fn, "input2", input2, "subtracts input2 from input1")
-    _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
-    shape = broadcast_shape(input1.shape, input2.shape)
-    _check_broadcastable(fn, "target", target, "input1/input2 broadcast", shape)
-    _no_complex(fn, result_type(input1, input2, target), "inputs and target")
+    if type(margin) is not float:
+        margin = _require_float(fn, "margin", 4, margin)
+    shape, dtype = input1.shape, input1.dtype
+    usual = (
+        input2.shape == shape and target.shape == shape
+        and input2.dtype == dtype and target.dtype == dtype and dtype.is_floating_point
+    )
+    if not usual:  # (one shape and one floating dtype raise none of these)
+        # torch's composite computes -target * (input1 - input2) + margin, then clamps
+        _no_bool_arithmetic(fn, "target", target, "negates the target")
+        _no_bool_arithmetic(fn, "input1", input1, "subtracts input2 from input1")
+        _no_bool_arithmetic(fn, "input2", input2, "subtracts input2 from input1")
+        _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
+        shape = broadcast_shape(input1.shape, input2.shape)
+        _check_broadcastable(fn, "target", target, "input1/input2 broadcast", shape)
+        _no_complex(fn, result_type(input1, input2, target), "inputs and target")
     # the usual training call (scores that require grad, a constant target): the Function keeps
     # one byte per element for backward instead of the two scores
     keep_step = torch.is_grad_enabled() and (input1.requires_grad or input2.requires_grad) and not target.requires_grad
@@ -1263,10 +1410,11 @@ def hinge_embedding_loss(
     code = R.get_enum(reduction)
     _require_tensor(fn, "input", 1, input)
     _require_tensor(fn, "target", 2, target)
-    margin = _require_float(fn, "margin", 3, margin)
-    _no_bool_arithmetic(fn, "input", input, "computes margin - input")
+    if type(margin) is not float:
+        margin = _require_float(fn, "margin", 3, margin)
     integral = not (input.dtype.is_floating_point or input.dtype.is_complex)
     if integral:
+        _no_bool_arithmetic(fn, "input", input, "computes margin - input")
         # torch fills a tensor of the input's dtype with the margin (truncating it)
         info = torch.iinfo(input.dtype)
         if not (info.min <= margin <= info.max):
@@ -1275,13 +1423,18 @@ def hinge_embedding_loss(
                 f"({_name(input)}) without overflow"
             )
     _no_complex(fn, input.dtype, "input")
-    _check_broadcastable(fn, "target", target, "input", input.shape)
+    if target.shape != input.shape:
+        _check_broadcastable(fn, "target", target, "input", input.shape)
     if integral and code == R.MEAN:
         raise RuntimeError(
             f"{fn}: reduction='mean' needs a floating-point input (the mean of an integer "
             f"loss has no dtype, as in torch), got input of dtype {_name(input)}"
         )
-    return _hinge_embedding(input, target.detach(), margin, code)
+    if target.requires_grad:
+        target = target.detach()  # a selector: the loss does not depend on it (as in torch)
+    # with_coeff: the forward computes the int8 coefficient the backward needs alongside the loss
+    with_coeff = input.requires_grad and torch.is_grad_enabled()
+    return _hinge_embedding(input, target, margin, code, with_coeff)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1318,7 +1471,8 @@ def cosine_embedding_loss(
     _require_tensor(fn, "input1", 1, input1)
     _require_tensor(fn, "input2", 2, input2)
     _require_tensor(fn, "target", 3, target)
-    margin = _require_float(fn, "margin", 4, margin)
+    if type(margin) is not float:
+        margin = _require_float(fn, "margin", 4, margin)
     if target.dim() > 1:
         raise RuntimeError(
             f"{fn}: 0D or 1D target tensor expected, multi-target not supported (got a target "
@@ -1330,11 +1484,17 @@ def cosine_embedding_loss(
             f"{fn}: {target.dim()}D target tensor expects {expected}D input tensors, but found "
             f"input1 of shape {tuple(input1.shape)} and input2 of shape {tuple(input2.shape)}"
         )
-    _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
-    _no_complex(fn, result_type(input1, input2), "inputs")
-    batch = broadcast_shape(input1.shape[:-1], input2.shape[:-1])
-    _check_broadcastable(fn, "target", target, "batch", batch)
-    return _cosine_embedding(input1, input2, target.detach(), margin, code)[0]
+    if input2.shape != input1.shape or target.shape != input1.shape[:-1] or input1.dtype != input2.dtype or not input1.dtype.is_floating_point:
+        # (one shape, a per-sample target and one floating dtype raise none of these)
+        _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
+        _no_complex(fn, result_type(input1, input2), "inputs")
+        batch = broadcast_shape(input1.shape[:-1], input2.shape[:-1])
+        _check_broadcastable(fn, "target", target, "batch", batch)
+    if target.requires_grad:
+        target = target.detach()  # a selector: the loss does not depend on it (as in torch)
+    # with_grad: the forward prepares the per-sample coefficients of the backward
+    with_grad = torch.is_grad_enabled() and (input1.requires_grad or input2.requires_grad)
+    return _cosine_embedding(input1, input2, target, margin, code, with_grad)[0]
 
 
 # ============================================================================================
@@ -1440,7 +1600,21 @@ def _check_distance_inputs(fn: str, x: Tensor, x_name: str, y: Tensor, y_name: s
     return shape[:-1]
 
 
+def _triplet_with_grad(anchor: Tensor, positive: Tensor, negative: Tensor) -> bool:
+    """Whether a backward will follow (grad mode on, an input requiring grad): the fused Function
+    then prepares its per-row backward weights in the forward."""
+    return torch.is_grad_enabled() and (anchor.requires_grad or positive.requires_grad or negative.requires_grad)
+
+
 def _check_triplet(fn: str, anchor: Tensor, positive: Tensor, negative: Tensor, q: float, swap: bool) -> None:
+    shape = anchor.shape
+    if (
+        positive.shape == shape
+        and negative.shape == shape
+        and (not shape or shape[-1] != 0)
+        and torch.bool not in (anchor.dtype, positive.dtype, negative.dtype)
+    ):
+        return  # the usual call (one shape, features, no bool): none of the errors below applies
     rows_pos = _check_distance_inputs(fn, anchor, "anchor", positive, "positive", q)
     rows_neg = _check_distance_inputs(fn, anchor, "anchor", negative, "negative", q)
     if swap:
@@ -1497,7 +1671,7 @@ def triplet_margin_loss(
         raise TypeError(f"{fn}(): argument 'swap' (position 7) must be bool, not {type(swap).__name__}")
     _check_ranks(anchor, positive, negative)
     _check_triplet(fn, anchor, positive, negative, q, swap)
-    return _triplet(anchor, positive, negative, margin, q, eps, swap, code)[0]
+    return _triplet(anchor, positive, negative, margin, q, eps, swap, code, _triplet_with_grad(anchor, positive, negative))[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1589,7 +1763,8 @@ def triplet_margin_with_distance_loss(
         q, eps = fused
         swap = bool(swap)
         _check_triplet(fn, anchor, positive, negative, q, swap)
-        return _triplet(anchor, positive, negative, float(margin), q, eps, swap, code)[0]
+        with_grad = _triplet_with_grad(anchor, positive, negative)
+        return _triplet(anchor, positive, negative, float(margin), q, eps, swap, code, with_grad)[0]
     d_pos = distance_function(anchor, positive)
     d_neg = distance_function(anchor, negative)
     d_swap = distance_function(positive, negative) if swap else None
@@ -1656,14 +1831,15 @@ def _ctc_host_values(t: Tensor) -> list[int] | None:
     return t.tolist()
 
 
-def _ctc_check_values(il: Tensor, tl: Tensor, T: int, padded_S: int | None) -> None:
+def _ctc_check_values(il: Tensor, tl: Tensor, T: int, padded_S: int | None) -> list[int] | None:
+    """Checks the length values; returns the target lengths when they were read on the host."""
     il_v, tl_v = _ctc_host_values(il), _ctc_host_values(tl)
     if il_v is None or tl_v is None:
         torch._assert_async((il <= T).all() & (il >= 0).all(), f"Expected input_lengths to lie in [0, {T}]")
         torch._assert_async((tl >= 0).all(), "Expected target_lengths to be non-negative")
         if padded_S is not None:
             torch._assert_async((tl <= padded_S).all(), f"Expected target_lengths to be at most {padded_S}")
-        return
+        return None
     suffix = " (while checking arguments for ctc_loss_allocate_outputs)"
     for v in il_v:
         if v > T:
@@ -1680,6 +1856,7 @@ def _ctc_check_values(il: Tensor, tl: Tensor, T: int, padded_S: int | None) -> N
                     f"Expected tensor to have size at least {v} at dimension 1, but got size "
                     f"{padded_S} for argument #2 'targets'{suffix}"
                 )
+    return tl_v
 
 
 def _ctc_pad_concatenated(targets: Tensor, tl: Tensor) -> Tensor:
@@ -1762,8 +1939,12 @@ def ctc_loss(
                 f"Expected tensor to have size {N} at dimension 0, but got size "
                 f"{targets.shape[0]} for argument #2 'targets'{suffix}"
             )
-        _ctc_check_values(il, tl, T, targets.shape[1])
+        tl_v = _ctc_check_values(il, tl, T, targets.shape[1])
         padded = targets.long()
+        # like torch, size the recursions by the longest target rather than the padding (a view)
+        s_max = max(tl_v, default=0) if tl_v is not None else padded.shape[1]
+        if s_max < padded.shape[1]:
+            padded = padded[:, :s_max]
     else:
         raise RuntimeError(
             f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for "

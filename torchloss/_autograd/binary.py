@@ -24,6 +24,22 @@ Numerical choices shared by the three:
   including at :math:`z = 0`, where the ``max``/``abs`` form would give autograd's subgradient 0
   instead of 1/2.
 * the backward recomputes everything from the saved *inputs*, so it is itself differentiable.
+
+**Eager path.** When nothing differentiates, traces or vmaps the computation
+(:func:`~torchloss._autograd._base.eager_in_place`) and the inputs already have the compute
+dtype, forward and backward run a second implementation of the same formulas in at most two
+full-size buffers (torch's own peak), updated in place and written with ``out=``: on a CPU
+every further live temporary of a large batch costs a fresh allocation and its page faults,
+which is most of the time of these memory-bound losses, and on a small batch every op costs a
+dispatch, so the formulas are chosen for few ops. Fused primitives do that:
+``torch.logaddexp(a, b)`` is a stable :math:`\log(e^a + e^b)` in one pass,
+``torch.addcmul(0, x, y, value=-1)`` is :math:`-xy` in one, and ``torch.lerp(a, b, y)`` is
+:math:`(1-y)\,a + y\,b` without forming :math:`1 - y` (torch evaluates ``b - (b - a)(1 - y)``
+for :math:`y \ge 1/2`, where :math:`1 - y` is exact, and returns ``a`` or ``b`` exactly for
+:math:`y \in \{0, 1\}`). The scalar factor of the upstream gradient is formed on the 0-d
+gradient and applied in one pass; Python scalars in arithmetic are avoided on the hot path
+where an op without one does as well (each costs a wrapper tensor, about a microsecond on a
+small batch).
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath_dtype, unpack, zero_tangent
+from ._base import LossFunction, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -82,6 +98,44 @@ def _bce_dy(x: Tensor) -> Tensor:
     return -torch.logit(x)
 
 
+def _bce_eager(x: Tensor, y: Tensor, w: Tensor | None, reduction: int) -> Tensor:
+    r"""The reduced BCE, eager (two full-size buffers): :math:`-\ell = (1-y)L_1 + yL_0 =`
+    ``lerp(L1, L0, y)`` with :math:`L_1 = \max(\log(1-x), -100)`, :math:`L_0 = \max(\log x, -100)`."""
+    neg_loss = torch.neg(x).log1p_().clamp_min_(_LOG_MIN)
+    l0 = torch.log(x).clamp_min_(_LOG_MIN)
+    # y = 0 and y = 1 give L1 and L0 exactly; in between lerp rounds like torch's two products
+    neg_loss = torch.lerp(neg_loss, l0, y, out=neg_loss)
+    del l0
+    if w is not None:
+        neg_loss.mul_(w)
+    # negated element-wise (not after the reduction, nor by ``0 - x``, which costs a Python
+    # scalar's wrapper tensor): a zero mean is +0.0, as torch's sum of its (-0.0) terms
+    return R.reduce(neg_loss.neg_(), reduction)
+
+
+def _times_grad(gx: Tensor, grad: Tensor, reduction: int, negate: bool = False) -> Tensor:
+    """``gx`` times the gradient of the element-wise loss, in place: ``grad`` (0-d for 'mean'
+    and 'sum'), divided by the number of elements for 'mean'; negated with ``negate``."""
+    if grad.dim() == 0:  # 'mean' and 'sum': the factor is a scalar, one pass over gx
+        if reduction == R.MEAN:
+            return gx.mul_(grad.div(-gx.numel() if negate else gx.numel()))
+        return gx.mul_(grad.neg() if negate else grad)
+    gx.mul_(grad)
+    return gx.neg_() if negate else gx
+
+
+def _bce_grad_eager(x: Tensor, y: Tensor, grad: Tensor, w: Tensor | None, reduction: int) -> Tensor:
+    """``(x - y) / max(x(1-x), eps)`` times the loss gradient, eager: the gradient's buffer and
+    one for the denominator, :math:`x(1-x)` as ``lerp(x, 0, x)`` (:math:`x - x^2` below 1/2,
+    :math:`x(1-x)` with an exact :math:`1-x` above: the two roundings of torch's ``(1-x)·x``)."""
+    d = torch.lerp(x, x.new_zeros(()), x).clamp_min_(_BCE_EPS)
+    gx = torch.sub(x, y).div_(d)
+    del d
+    if w is not None:
+        gx.mul_(w)
+    return _times_grad(gx, grad, reduction)
+
+
 class BCELossFunction(LossFunction):
     r"""Binary cross entropy of probabilities :math:`x \in [0, 1]` and targets :math:`y \in [0, 1]`:
 
@@ -114,6 +168,8 @@ class BCELossFunction(LossFunction):
     @staticmethod
     def forward(input, target, weight, reduction):
         ct = compute_dtype(input.dtype, weight)
+        if ct == input.dtype and eager_in_place(input, target, weight):
+            return _bce_eager(input, target, weight, reduction)
         loss = _bce_elementwise(input.to(ct), target.to(ct))
         if weight is not None:
             loss = loss * weight.to(ct)
@@ -133,6 +189,13 @@ class BCELossFunction(LossFunction):
         input, target, weight = unpack(ctx, 3)
         need_x, need_y = ctx.needs_input_grad[:2]
         ct = compute_dtype(input.dtype, weight)
+        if ct == input.dtype and eager_in_place(input, target, weight, grad):
+            gx = _bce_grad_eager(input, target, grad, weight, ctx.reduction) if need_x else None
+            gy = None
+            if need_y:
+                gy = torch.logit(input)
+                gy = _times_grad(gy if weight is None else gy.mul_(weight), grad, ctx.reduction, True)
+            return gx, gy, None, None
         x, y, w = input.to(ct), target.to(ct), _cast(weight, ct)
         g = R.unreduce(grad.to(ct), x.shape, ctx.reduction)
         if w is not None:
@@ -179,6 +242,32 @@ def _bcel_dy(x: Tensor, pw: Tensor | None) -> Tensor:
     return (pw - 1) * _softplus(-x) - x
 
 
+def _bcel_eager(x: Tensor, y: Tensor, reduction: int) -> Tensor:
+    r"""The reduced BCE of logits without weights, eager (two full-size buffers), as
+    :math:`T + x(H - y)` with :math:`T = \operatorname{sp}(-|x|)` and :math:`H = [x \ge 0]`:
+    :math:`\operatorname{sp}(-x) + (1-y)x` for :math:`x \ge 0` and
+    :math:`\operatorname{sp}(x) - yx` below, the symmetric form's value without cancellation
+    (for targets in [0, 1] both terms are non-negative; :math:`H - y` rounds as torch's
+    :math:`1 - y`), and the same infinities as the differentiable path (an infinite logit
+    times a zero factor is NaN). Fewer ops would do as ``logaddexp(-xy, (1-y)x)``, but that
+    is NaN rather than torch's inf at :math:`x = +\infty, y = 0`, and a few ulp less accurate
+    for targets within :math:`e^{-|x|}` of 0 or 1."""
+    h_y = torch.ge(x, 0, out=torch.empty_like(x)).sub_(y)  # H - y
+    t = torch.abs(x).neg_()
+    t = torch.logaddexp(t, x.new_zeros(()), out=t)  # T = log1p(exp(-|x|)), one pass
+    return R.reduce(torch.addcmul(t, x, h_y, out=t), reduction)
+
+
+def _bcel_grad_eager(x: Tensor, y: Tensor, grad: Tensor, reduction: int) -> Tensor:
+    """``(1-y)σ(x) - yσ(-x)`` times the loss gradient, eager, as ``lerp(σ(x), -σ(-x), y)``: each
+    sigmoid where it is small enough not to cancel, no ``1 - y`` formed. Two full-size buffers."""
+    q = torch.neg(x).sigmoid_().neg_()
+    gx = torch.sigmoid(x)
+    gx = torch.lerp(gx, q, y, out=gx)
+    del q
+    return _times_grad(gx, grad, reduction)
+
+
 class BCEWithLogitsLossFunction(LossFunction):
     r"""Binary cross entropy of logits :math:`x` (any real), targets :math:`y`, optional
     ``weight`` :math:`w` and ``pos_weight`` :math:`p`:
@@ -218,6 +307,13 @@ class BCEWithLogitsLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, weight, pos_weight, reduction):
         ct = compute_dtype(torch.promote_types(input.dtype, target.dtype), weight, pos_weight)
+        if (
+            weight is None
+            and pos_weight is None
+            and input.dtype == ct == target.dtype
+            and eager_in_place(input, target)
+        ):
+            return _bcel_eager(input, target, reduction)
         x, y = input.to(ct), target.to(ct)
         # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
         tail = torch.log1p(torch.exp(-x.abs()))
@@ -254,6 +350,14 @@ class BCEWithLogitsLossFunction(LossFunction):
     def backward(ctx, grad):
         input, target, ct, w, pw = BCEWithLogitsLossFunction._unpack(ctx)
         need_x, need_y = ctx.needs_input_grad[:2]
+        if (
+            w is None
+            and pw is None
+            and not need_y
+            and input.dtype == ct == target.dtype
+            and eager_in_place(input, target, grad)
+        ):
+            return _bcel_grad_eager(input, target, grad, ctx.reduction), None, None, None, None
         x, y = input.to(ct), target.to(ct)
         g = R.unreduce(grad.to(ct), x.shape, ctx.reduction)
         if w is not None:
@@ -309,6 +413,11 @@ class SoftMarginLossFunction(LossFunction):
     @staticmethod
     def forward(input, target, reduction):
         ct = compute_dtype(input.dtype, target)
+        if ct == input.dtype and eager_in_place(input, target):
+            # one full-size buffer: -y·x in one pass, then sp in place in one fused pass
+            zero = input.new_zeros(())
+            z = torch.addcmul(zero, input, target, value=-1)
+            return R.reduce(torch.logaddexp(z, zero, out=z), reduction)
         z = -(target.to(ct) * input.to(ct))
         loss = z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
         return R.reduce(loss, reduction).to(input.dtype)
@@ -332,6 +441,10 @@ class SoftMarginLossFunction(LossFunction):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         ct = compute_dtype(input.dtype, target)
+        if ct == input.dtype and eager_in_place(input, target, grad):
+            # -y·σ(-y·x)·g in one full-size buffer
+            gx = torch.mul(input, target).neg_().sigmoid_().mul_(target)
+            return _times_grad(gx, grad, ctx.reduction, negate=True), None, None
         g = R.unreduce(grad.to(ct), input.shape, ctx.reduction)
         gx = g * SoftMarginLossFunction._dx(input, target, ct)
         return R.sum_to(gx, input), None, None

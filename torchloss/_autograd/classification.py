@@ -30,11 +30,13 @@ torchloss never keeps more, and nothing beside the logits that the caller usuall
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, eager_in_place, opmath, opmath_dtype
+from ._base import _LOW_PRECISION, LossFunction, eager_in_place, opmath, opmath_dtype
 
 
 def _class_dim(input: Tensor | int) -> int:
@@ -104,7 +106,9 @@ def _saved(ctx):
 
 def _softmax(input: Tensor, cd: int) -> Tensor:
     """Softmax along the class dimension, in float32 for float16/bfloat16 (no upcast copy)."""
-    return torch.softmax(input, cd, dtype=opmath_dtype(input.dtype))
+    if input.dtype in _LOW_PRECISION:
+        return torch.softmax(input, cd, dtype=torch.float32)
+    return torch.softmax(input, cd)  # no dtype: saves a no-op conversion's dispatch
 
 
 def _log_softmax(input: Tensor, cd: int) -> Tensor:
@@ -115,7 +119,9 @@ def _log_softmax(input: Tensor, cd: int) -> Tensor:
     loss is tiny while the log-sum-exp is large, and rounding the large value first would lose
     the loss entirely (1e-6 becomes 0 for logits near 100 in float32).
     """
-    return torch.log_softmax(input, cd, dtype=opmath_dtype(input.dtype))
+    if input.dtype in _LOW_PRECISION:
+        return torch.log_softmax(input, cd, dtype=torch.float32)
+    return torch.log_softmax(input, cd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,6 +321,167 @@ def _smoothing_term(a: Tensor, weight: Tensor | None, input: Tensor, eps: float,
     if weight is not None:
         term = term * _class_view(opmath(weight), input)
     return term
+
+
+# --------------------------------------------------------------------------------------------
+# Plain index targets: no weight, no smoothing, no ignored target
+#
+# The common case of a classifier's training step, where a small batch costs mostly Python and
+# dispatch (1-2 us an op). The functional layer picks these Functions only for eager CPU calls
+# whose targets it knows to be class indices in [0, C) that differ from ``ignore_index`` (see
+# ``_plain_layout`` in functional.py), so the valid mask, the target weights and their sum
+# (:math:`D` is the number of positions) all drop out, and with them about twenty small ops a
+# step. The Functions themselves never branch on values: they compute the loss of their
+# arguments, whatever those are. ``idx`` is the target with a size-1 class dimension,
+# ``(N, 1, d1, ..., dK)``, made once by the caller and saved (a view of the target's storage).
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: int, dtype: torch.dtype) -> Tensor:
+    """A 0-d CPU tensor holding ``value`` (a count ``D`` or ``-D``).
+
+    Dividing by it costs about half of dividing by a Python number, which ATen first wraps into a
+    double tensor and converts: ~2 us of a small batch's ~25 us, twice a step. Cached (a training
+    loop keeps its batch size), never written to, and made outside inference mode so that a
+    ``create_graph`` backward may save it for the division's own derivative.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype)
+
+
+def _negated_total(picked: Tensor, reduction: int) -> Tensor:
+    """``-mean`` / ``-sum`` of ``picked`` (``(N, 1, ...)``), or its negation per position with the
+    class dimension dropped. For 'mean' the sum is divided by ``-D`` (one op for both)."""
+    if reduction == R.MEAN:
+        return picked.sum().div(_scalar(-picked.numel(), picked.dtype))
+    if reduction == R.SUM:
+        return picked.sum().neg()
+    return picked.squeeze(1).neg()
+
+
+class NLLLossPlainFunction(LossFunction):
+    r""":class:`NLLLossFunction` without weight or ignored targets: :math:`l = -x_t`.
+
+    :math:`\partial l/\partial x_c = -[c = t]`: the backward scatters :math:`-g_n` into zeros,
+    with :math:`-g_n = g/(-D)` for 'mean' (:math:`D` the number of positions; the same value as
+    torch's :math:`-(g/D)`), :math:`-g` for 'sum'. The tangent is :math:`-\dot x_t`, reduced
+    alike. Only ``idx`` is saved.
+    """
+
+    @staticmethod
+    def forward(input, idx, reduction):
+        loss = _negated_total(opmath(input.gather(1, idx)), reduction)
+        return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, idx, reduction = inputs
+        ctx.reduction, ctx.shape = reduction, input.shape
+        ctx.save_for_backward(idx)
+        ctx.save_for_forward(idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (idx,) = ctx.saved_tensors
+        g = opmath(grad)
+        if ctx.reduction == R.MEAN:
+            coef = g.div(_scalar(-idx.numel(), g.dtype))
+        else:
+            coef = (g if ctx.reduction == R.SUM else g.unsqueeze(1)).neg()
+        if coef.dtype != grad.dtype:
+            coef = coef.to(grad.dtype)  # float16/bfloat16: computed in float32, rounded once
+        # (expand_as and unpacked sizes: a torch.Size argument costs ~1.5 us more to parse)
+        coef = coef.expand_as(idx)
+        gx = grad.new_zeros(*ctx.shape)  # grad has the loss's (the input's) dtype and device
+        if eager_in_place(gx, coef):
+            return gx.scatter_(1, idx, coef), None, None
+        return gx.scatter(1, idx, coef), None, None  # out of place: differentiable in coef
+
+    @staticmethod
+    def jvp(ctx, t_input, _i, _r):
+        (idx,) = ctx.saved_tensors
+        loss = _negated_total(opmath(t_input.gather(1, idx)), ctx.reduction)
+        return loss if loss.dtype == t_input.dtype else loss.to(t_input.dtype)
+
+
+# Elements of the log-softmax block computed at a time by _picked_log_softmax (16 MiB in float32:
+# within glibc's 32 MiB limit for reusing freed chunks, and few enough blocks that the parallel
+# regions of the softmax kernel stay few).
+_BLOCK = 1 << 22
+
+
+def _picked_log_softmax(input: Tensor, idx: Tensor) -> Tensor:
+    r""":math:`\log p_t` per position, ``(N, 1, d1, ..., dK)``, from the log-softmax of ``input``.
+
+    Only the picked values are needed, so on large eager inputs the log-softmax is formed a block
+    of samples at a time (about ``_BLOCK`` elements) and gathered into one small result: a freshly
+    mapped N×C buffer costs more to fault in than to compute, while the blocks are reused from
+    the allocator's heap (at 4096×8192 float32 the forward takes ~20-40 ms instead of ~115 ms on
+    one thread). Each sample's values are exactly those of the one-pass form. Elsewhere (inputs
+    of at most one block, transforms, forward AD) it is the one-pass form.
+    """
+    rows = input.shape[0]
+    step = _BLOCK * rows // input.numel() if input.numel() else rows
+    if step >= rows or not eager_in_place(input, idx):
+        return _log_softmax(input, 1).gather(1, idx)
+    step = max(step, 1)
+    picked = idx.new_empty(idx.shape, dtype=opmath_dtype(input.dtype))
+    for i in range(0, rows, step):
+        torch.gather(_log_softmax(input[i : i + step], 1), 1, idx[i : i + step], out=picked[i : i + step])
+    return picked
+
+
+class CrossEntropyPlainFunction(LossFunction):
+    r""":class:`CrossEntropyLossFunction` without weight, smoothing or ignored targets:
+    :math:`l = -\log p_t` and :math:`\partial l/\partial x_c = s_c - [c = t]`.
+
+    The forward gathers from a transient log-softmax (see :func:`_log_softmax` for its
+    numerics). The backward recomputes the softmax (in float32 for float16/bfloat16), subtracts
+    1 at each target and scales by :math:`g_n`: in place on the softmax buffer when nothing
+    differentiates the backward (three small ops besides the softmax), else as
+    ``(s * g_n).scatter_add(idx, -g_n)``. The tangent is
+    :math:`\langle s, \dot x\rangle - \dot x_t`. Saves ``input`` and ``idx`` only.
+    """
+
+    @staticmethod
+    def forward(input, idx, reduction):
+        loss = _negated_total(_picked_log_softmax(input, idx), reduction)
+        return loss if loss.dtype == input.dtype else loss.to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, idx, reduction = inputs
+        ctx.reduction = reduction
+        ctx.save_for_backward(input, idx)
+        ctx.save_for_forward(input, idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        input, idx = ctx.saved_tensors
+        g = opmath(grad)
+        if ctx.reduction == R.MEAN:
+            coef = g.div(_scalar(idx.numel(), g.dtype))
+        else:
+            coef = g if ctx.reduction == R.SUM else g.unsqueeze(1)
+        gx = _softmax(input, 1)
+        if eager_in_place(gx, coef):
+            # the softmax buffer becomes the gradient: (s - onehot) * g_n
+            gx.scatter_(1, idx, -1.0, reduce="add").mul_(coef)
+        else:
+            gx = (gx * coef).scatter_add(1, idx, coef.neg().expand_as(idx))
+        return (gx if gx.dtype == input.dtype else gx.to(input.dtype)), None, None
+
+    @staticmethod
+    def jvp(ctx, t_input, _i, _r):
+        input, idx = ctx.saved_tensors
+        tx = opmath(t_input)
+        # -(ẋ_t - <s, ẋ>) per position (class dimension kept for the shared reduction)
+        loss = _negated_total(tx.gather(1, idx) - (_softmax(input, 1) * tx).sum(1, keepdim=True), ctx.reduction)
+        return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -66,10 +66,13 @@ zero length counting as 1, then averaged). An impossible alignment (:math:`p_n =
 
 Saved for backward. A first-order backward (grad mode off, plain tensors) only scales the
 per-sample gradient :math:`G` computed in the forward (a second, non-differentiable output of
-the Function, ``(T, N, C)``: no larger than torch's saved ``log_alpha`` of ``(T, N, 2S+1)``).
-A backward that is itself differentiated (``create_graph``, ``torch.func``), vmapped, or traced by
-``torch.compile`` recomputes :math:`G` from the saved ``log_probs`` with out-of-place,
-NaN-safe differentiable ops, so its derivatives are exact (see :func:`_lse3`).
+the Function, ``(T, N, C)``: no larger than torch's saved ``log_alpha`` of ``(T, N, 2S+1)``
+when :math:`C \le 2S + 1`, the usual case). Its forward stores only half of :math:`\alpha` and
+:math:`\beta'` (they meet in the middle, see :func:`_fast_grad`), so that forward and backward
+peak below torch's ``log_alpha`` and ``log_beta`` together. A backward that is itself
+differentiated (``create_graph``, ``torch.func``), vmapped, or traced by ``torch.compile``
+recomputes :math:`G` from the saved ``log_probs`` with out-of-place, NaN-safe differentiable
+ops, so its derivatives are exact (see :func:`_lse3`).
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ def _lse3(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
 
 
 def _recurse_autograd(E: Tensor, mask: Tensor, init: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`_recurse_fast` written out of place with :func:`_lse3` (differentiable, vmappable)."""
+    """The recursion of :func:`_fast_grad` (both passes over all frames, stored) written out of
+    place with :func:`_lse3` (differentiable, vmappable)."""
     T, B, L = E.shape
     pad = E.new_full((B, 2), _NEG_INF)
     prev = torch.cat([pad, init.expand(B, L)], 1)
@@ -241,107 +245,220 @@ def _class_sums(gamma: Tensor, ext: Tensor, C: int, acc: Tensor | None = None) -
 
 
 def _fast(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool, with_grad: bool):
-    r"""``(log p, G)`` on the eager path: one ``(T+1, H N, L+4)`` buffer, an in-place
-    recursion, a single ``(T, N, L)`` temporary for the posteriors, and few ops (it is also the
-    small-size hot path). ``G`` (when ``with_grad``) has the inf/NaN rule applied.
+    r"""``(log p, G)`` on the eager path (``G`` only ``with_grad``, with the inf/NaN rule applied;
+    ``None`` otherwise): in-place recursions over preallocated buffers, few ops (it is also the
+    small-size hot path). See :func:`_fast_grad` and :func:`_fast_loss`."""
+    if with_grad:
+        return _fast_grad(x, targets, il, tl, blank, zero_infinity)
+    return _fast_loss(x, targets, il, tl, blank), None
 
-    Layout. Half 0 (rows ``0..N-1``) runs the mirrored recursion for :math:`\beta'` in
-    *reversed time* and natural state order: ``X[1 + u, n, 2 + s]`` is
-    :math:`\beta'_{T-1-u}(s)`, whose predecessors are the states ``s``, ``s+1`` and ``s+2``; row 0
-    is its virtual start (state :math:`L'_n - 1`). Half 1 (rows ``N..2N-1``, only ``with_grad``)
-    runs :math:`\alpha`: ``X[1 + t, N + n, 2 + s]`` is :math:`\alpha_t(s)`, predecessors ``s``,
-    ``s-1``, ``s-2``, row 0 its virtual start (state 0). Two ``-inf`` padding columns on each side
-    of every row make the out-of-range predecessors ``-inf``.
 
-    Each frame is four ops (two ``logaddexp``, two ``add``) on ``(H, M)``, M = N W - 4: the rows
-    of a half flattened into one contiguous run (state 0 of sample 0 to state L-1 of sample N-1,
-    padding included), one strided view per operand covering both halves (their predecessor
-    columns differ by 2 and 4). A per-sample ``(N, L)`` view would leave the vectorised kernels
-    one scalar tail per sample, which costs ``logaddexp`` 3-4x at L = 61. Rows 1.. are first
-    filled with the emissions and each frame adds :math:`\tilde\alpha` to its row in place; the
-    padding positions compute garbage that their ``-inf`` emission turns back into ``-inf``.
-
-    Consequences of the flat layout, handled before the recursion:
-
-    * a NaN or ``+inf`` emission would leak through the padding into the neighbouring sample
-      (``NaN + -inf``), so such values are replaced by ``-inf``, and the samples that had them in
-      a class of their target on a frame ``t < Tn`` (the only values torch reads for the loss)
-      get a NaN loss and gradient at the end, as in torch;
-    * frames ``t >= Tn`` read ``-inf`` for every class but the blank, which reads 0: the
-      reversed pass then *holds* its virtual start until its first real frame ``Tn - 1`` (the
-      start state is a blank; the label state below it is ``-inf``, and a blank never skips),
-      and no per-sample time offset is needed.
-
-    :math:`\log p_n` is :math:`\beta'_0(0) \oplus \beta'_0(1)`, the last row of half 0 (1 for an
-    empty target with no frame, 0 for a non-empty one, with no special case)."""
-    T, N, C = x.shape
-    S = targets.shape[1]
-    L = 2 * S + 1
-    W = L + 4
-    M = N * W - 4
-    H = 2 if with_grad else 1
-    dev = x.device
+def _eager_setup(x: Tensor, targets: Tensor, tl: Tensor, blank: int):
+    """``(ext, used)``: the ``(N, L)`` extended targets and the ``(N, C)`` classes each sample's
+    target reads (its blank included)."""
+    N, C = x.shape[1:]
+    L = 2 * targets.shape[1] + 1
     ext = targets.new_full((N, L), blank)
     ext[:, 1::2] = targets.clamp(0, C - 1)  # torch reads out of bounds for such labels
-    valid = (torch.arange(T, device=dev).unsqueeze(1) < il).unsqueeze(2)  # (T, N, 1)
-    keep = (x < float("inf")) & valid  # False for NaN, +inf and frames t >= Tn
-    # a NaN or +inf on a frame t < Tn in a class that sample n's target uses (torch never reads
-    # the other classes for the loss)
-    s_idx = torch.arange(L, device=dev)
-    used = torch.zeros((N, C), dtype=torch.bool, device=dev).scatter_(1, ext.where(s_idx < 2 * tl.unsqueeze(1) + 1, blank), True)
-    bad = (valid & used & ~keep).any(2).any(0)
-    xs = x.where(keep, _NEG_INF)
-    xs[:, :, blank].masked_fill_(~valid.squeeze(2), 0.0)
-    X = x.new_full((T + 1, H * N, W), _NEG_INF)
-    idx = ext.unsqueeze(0).expand(T, N, L)
-    torch.gather(xs.flip(0), 2, idx, out=X[1:, :N, 2 : 2 + L])
-    X[0, :N].scatter_(1, (2 + 2 * tl).unsqueeze(1), 0.0)
-    skip = ext[:, :-2] != ext[:, 2:]  # (N, L-2): the skip between s and s+2 is allowed
-    mask = x.new_full((H, N, W), _NEG_INF)
-    mask[0, :, 2:L].masked_fill_(skip, 0.0)  # reversed: s+2 -> s
-    if with_grad:
-        torch.gather(xs, 2, idx, out=X[1:, N:, 2 : 2 + L])
-        X[0, N:, 2] = 0.0
-        mask[1, :, 4 : L + 2].masked_fill_(skip, 0.0)  # forward: s-2 -> s
-    mask = mask.view(H, N * W)[:, 2 : 2 + M]
-    # per-frame (H, M) views: (offset of half 0, columns half 1 reads right of half 0, frames)
-    sT, sH, base = H * N * W, N * W, X.storage_offset()
-    a, b, c = (
-        X.as_strided((rows, H, M), (sT, sH + shift, 1), base + offset).unbind(0)
-        for offset, shift, rows in ((2, 0, T + 1), (3, -2, T), (4, -4, T))
-    )  # a: state s (a[t + 1] is the row frame t writes); b: s + 1 / s - 1; c: s + 2 / s - 2
-    y = x.new_empty(H, M)
-    tmp = x.new_empty(H, M)
+    s_idx = torch.arange(L, device=x.device)
+    used = torch.zeros((N, C), dtype=torch.bool, device=x.device)
+    used.scatter_(1, ext.where(s_idx < 2 * tl.unsqueeze(1) + 1, blank), True)
+    return ext, used
+
+
+def _sanitise_(z: Tensor, valid: Tensor, used: Tensor, blank: int) -> Tensor:
+    r"""Make the emissions of ``z`` (``(..., N, C)`` frames, ``valid`` ``(..., N, 1)``) safe for
+    the flat layout of the eager recursions, in place; returns the ``(N)`` samples that must get
+    a NaN loss and gradient.
+
+    A NaN or ``+inf`` emission would leak through the padding into the neighbouring sample
+    (``NaN + -inf``), so such values become ``-inf``, and the samples that had them in a class of
+    their target on a frame ``t < Tn`` (the only values torch reads for the loss) are returned.
+    Frames ``t >= Tn`` read ``-inf`` for every class but the blank, which reads 0: the reversed
+    pass then *holds* its virtual start until its first real frame ``Tn - 1`` (the start state is
+    a blank; the label state below it is ``-inf``, and a blank never skips), and no per-sample
+    time offset is needed."""
+    bad = (z < float("inf")).logical_not_().logical_and_(used).logical_and_(valid)
+    bad = bad.flatten(0, -3).any(0).any(1)
+    invalid = ~valid
+    z.nan_to_num_(nan=_NEG_INF, posinf=_NEG_INF, neginf=_NEG_INF).masked_fill_(invalid, _NEG_INF)
+    z[..., blank].masked_fill_(invalid.squeeze(-1), 0.0)
+    return bad
+
+
+def _fast_loss(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int) -> Tensor:
+    r""":math:`\log p` alone (nothing differentiates): the reversed-time recursion for
+    :math:`\beta'` of :func:`_fast_grad` (its ``[beta' | ...]`` half, same row layout and four ops
+    a frame), on a rolling buffer of ``K + 1 ~ T / 8`` rows refilled with the emissions of the
+    next ``K`` frames (row 0: the row the previous run of frames ended on, at first the virtual
+    start)."""
+    T, N, C = x.shape
+    L = 2 * targets.shape[1] + 1
+    W = L + 4
+    M = N * W - 4
+    dev = x.device
+    ext, used = _eager_setup(x, targets, tl, blank)
+    xs = x.flip(0)  # a copy, sanitised in place
+    bad = _sanitise_(xs, (torch.arange(T - 1, -1, -1, device=dev).unsqueeze(1) < il).unsqueeze(2), used, blank)
+    K = -(-T // 8)
+    X = x.new_full((K + 1, N, W), _NEG_INF)
+    X[0].scatter_(1, (2 + 2 * tl).unsqueeze(1), 0.0)
+    mask = x.new_full((N, W), _NEG_INF)
+    mask[:, 2:L].masked_fill_(ext[:, :-2] != ext[:, 2:], 0.0)
+    mask = mask.view(N * W)[2 : 2 + M]
+    a, b, c = (X.view(K + 1, N * W)[:, off : off + M].unbind(0) for off in (2, 3, 4))
+    y = x.new_empty(M)
+    tmp = x.new_empty(M)
     logaddexp, add = torch.logaddexp, torch.add
-    for t in range(T):
-        logaddexp(a[t], b[t], out=y)
-        add(c[t], mask, out=tmp)
+    for u0 in range(0, T, K):
+        n = min(K, T - u0)
+        if u0:
+            X[0].copy_(X[K])
+        torch.gather(xs[u0 : u0 + n], 2, ext.expand(n, N, L), out=X[1 : n + 1, :, 2 : 2 + L])
+        for t in range(n):
+            logaddexp(a[t], b[t], out=y)
+            add(c[t], mask, out=tmp)
+            logaddexp(y, tmp, out=y)
+            add(y, a[t + 1], out=a[t + 1])
+    return torch.logaddexp(X[n, :, 2], X[n, :, 3]).masked_fill_(bad, float("nan"))
+
+
+def _fast_grad(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_infinity: bool):
+    r"""``(log p, G)``: :math:`\alpha` and :math:`\beta'` meet in the middle, so that only half
+    of them is ever stored, and ``G`` is formed in memory already allocated. The peak is about
+    ``T N (L + 4) + T N C`` floats plus a third of the first term (the chunk buffers below),
+    against torch's ``2 T N L + T N C``.
+
+    Layout. The two recursions run as one batch of ``2N`` rows of width ``W = L + 4`` (two
+    ``-inf`` padding columns on each side of every row make the out-of-range predecessors
+    ``-inf``). One half runs the mirrored recursion for :math:`\beta'` in *reversed time* and
+    natural state order (its state ``s`` reads ``s``, ``s+1``, ``s+2``; its virtual start is state
+    :math:`L'_n - 1`), the other runs :math:`\alpha` (``s``, ``s-1``, ``s-2``; start: state 0).
+    Step ``k`` computes :math:`\alpha_k` and :math:`\beta'_{T'-1-k}`, ``T' = 2m`` being ``T``
+    rounded up to even (an odd ``T`` gets an extra frame ``T``, invalid for every sample).
+
+    * Steps ``k < m`` write row ``1 + k`` of ``X`` ``(m+1, 2N, W)``, halves ordered
+      ``[beta' | alpha]`` (row 0: the virtual starts). The rows are first filled with the
+      emissions and each step adds :math:`\tilde\alpha` (resp. :math:`\tilde\beta`, the
+      log-add-exp of the predecessors) to its row in place.
+    * Steps ``k >= m`` find the partners of what they compute already stored: :math:`\beta'_k`
+      and :math:`\alpha_{T'-1-k}` are both in row ``T' - k``, halves in the same order as the
+      step's own ``[alpha | beta']``. The emission-free :math:`\tilde\alpha_k`,
+      :math:`\tilde\beta_{T'-1-k}` are added to that row, making it the joint
+      :math:`\tilde\alpha_t(s) + \beta'_t(s) = \alpha_t(s) + \tilde\beta_t(s)` (the
+      log-probability of the paths through state ``s`` at frame ``t``, emission counted once) of
+      its two frames. These steps run in chunks of ``K ~ m / 6`` rows ``Q`` (emissions gathered
+      per chunk, rows written in descending order so that the chunk's :math:`\tilde\alpha`,
+      :math:`\tilde\beta` rows ``Y`` line up with their partner rows and join them in one add).
+      The first of them (``k = m``) reads row ``m``, in the other half order: it writes its two
+      halves swapped.
+
+    Each step is four ops (two ``logaddexp``, two ``add``) on ``(2, M)``, M = N W - 4: the rows
+    of a half flattened into one contiguous run (padding included), one strided view per operand
+    covering both halves (their predecessor columns differ by 2 and 4). A per-sample ``(N, L)``
+    view would leave the vectorised kernels one scalar tail per sample, which costs
+    ``logaddexp`` 3-4x at L = 61. The padding positions compute garbage that their ``-inf``
+    emission turns back into ``-inf`` (:func:`_sanitise_` keeps every emission below ``+inf``).
+
+    The emissions come from one folded, sanitised copy ``Z`` ``(2, m, N, C)`` of ``x``: ``Z[0, j]``
+    is frame ``T'-1-j``, ``Z[1, j]`` frame ``j``, so that the emissions of step ``k < m`` are
+    ``Z[:, k]`` and those of step ``k >= m`` ``Z[:, T'-1-k]`` (halves in each step's order), one
+    gather for any run of steps. Once the recursions are done ``Z`` holds ``G``.
+
+    :math:`\log p_n` is :math:`\beta'_0(0) \oplus \beta'_0(1)`, from the last step (1 for an
+    empty target with no frame, 0 for a non-empty one, with no special case)."""
+    T, N, C = x.shape
+    L = 2 * targets.shape[1] + 1
+    W = L + 4
+    NW = N * W
+    M = NW - 4
+    m = (T + 1) // 2
+    T2 = 2 * m
+    dev = x.device
+    ext, used = _eager_setup(x, targets, tl, blank)
+    frames = torch.cat([torch.arange(T2 - 1, m - 1, -1, device=dev), torch.arange(m, device=dev)])
+    Z = x.index_select(0, frames.clamp(max=T - 1)).view(2, m, N, C)  # the extra frame: any, masked
+    bad = _sanitise_(Z, (frames.unsqueeze(1) < il).view(2, m, N, 1), used, blank)
+    X = x.new_full((m + 1, 2 * N, W), _NEG_INF)
+    torch.gather(Z.transpose(0, 1), 3, ext.expand(m, 2, N, L), out=X[1:].view(m, 2, N, W)[..., 2 : 2 + L])
+    X[0, :N].scatter_(1, (2 + 2 * tl).unsqueeze(1), 0.0)
+    X[0, N:, 2] = 0.0
+    skip = ext[:, :-2] != ext[:, 2:]  # (N, L-2): the skip between s and s+2 is allowed
+    mask = x.new_full((2, N, W), _NEG_INF)
+    mask[0, :, 2:L].masked_fill_(skip, 0.0)  # beta': s+2 -> s
+    mask[1, :, 4 : L + 2].masked_fill_(skip, 0.0)  # alpha: s-2 -> s
+    mask = mask.view(2, NW)[:, 2 : 2 + M]
+    mask_swapped = mask.flip(0)
+    y = x.new_empty(2, M)
+    tmp = x.new_empty(2, M)
+    logaddexp, add = torch.logaddexp, torch.add
+
+    def views(buf: Tensor, rows: int, specs):
+        # per-row (2, M) views (offset of half 0, columns half 1 reads right of half 0)
+        return (buf.as_strided((rows, 2, M), (2 * NW, NW + shift, 1), off).unbind(0) for off, shift in specs)
+
+    # steps k < m, in X: [beta' | alpha]; a: state s (a[k + 1] is the row step k writes);
+    # b: s + 1 / s - 1; c: s + 2 / s - 2
+    a, b, c = views(X, m + 1, ((2, 0), (3, -2), (4, -4)))
+    for k in range(m):
+        logaddexp(a[k], b[k], out=y)
+        add(c[k], mask, out=tmp)
         logaddexp(y, tmp, out=y)
-        add(y, a[t + 1], out=a[t + 1])
-    logp = torch.logaddexp(X[T, :N, 2], X[T, :N, 3]).masked_fill_(bad, float("nan"))
-    if not with_grad:
-        return logp, None
-    # log gamma_t(s) = alpha_t(s) + beta'_t(s) - e_t(s) - log p (both passes include the emission
-    # once), formed in place in the alpha rows (no (T, N, L) temporary: the peak memory is X and
-    # G): beta' added frame by frame in reversed time (index_add_), e regathered into the beta'
-    # rows (free by then) and subtracted with log p. An e of -inf is clamped to the lowest finite
-    # value, so that the result is -inf there (alpha and beta' are -inf too), not NaN; a NaN or
-    # +inf e only occurs on frames and samples that are overwritten below. The exp arguments are
-    # <= 0 up to rounding, clamped at -80 (slow denormal exps).
-    del xs
-    rows = X[1:, N:, 2 : 2 + L]
-    rows.index_add_(0, torch.arange(T - 1, -1, -1, device=dev), X[1:, :N, 2 : 2 + L])
-    e = torch.gather(x, 2, idx, out=X[1:, :N, 2 : 2 + L])
-    e.clamp_(min=torch.finfo(e.dtype).min).add_(logp.view(1, N, 1))
-    gamma = rows.sub_(e).clamp_(min=_EXP_FLOOR).exp_()
-    # sum_s gamma_t(s) = 1 on every valid frame in exact arithmetic. In float32, alpha and beta'
-    # carry a drift common to all states of a frame (|log p| ~ 1e4 for T = 4000 has an ulp of
-    # 1e-3), which dividing by the computed sum cancels (T = 4000, S = 2500: max gradient error
-    # 1.8e-3 against float64, torch's 8.5e-3). Invalid frames and impossible or NaN samples are
-    # overwritten below.
-    gamma.div_(gamma.sum(2, keepdim=True))
-    G = _class_sums(gamma, ext, C, acc=torch.exp(x).neg_()).neg_()
-    del X, e, gamma, rows
+        add(y, a[k + 1], out=a[k + 1])
+    # steps k >= m, in chunks of Q: [alpha | beta']
+    K = -(-m // 6)
+    Q = x.new_full((K + 1, 2 * N, W), _NEG_INF)
+    Y = x.new_empty(K, 2, M)
+    Yq = Y.unbind(0)
+    qa, qb, qc = views(Q, K + 1, ((2, 0), (1, 2), (0, 4)))
+    joint = X.as_strided((m + 1, 2, M), (2 * NW, NW, 1), 2)
+    done = 0
+    while done < m:
+        n = min(K, m - done)
+        j = m - done - n  # Z[:, j + q] holds the emissions of the step that writes Q[q]
+        if done:
+            Q[n].copy_(Q[0])  # the row the previous chunk ended on
+        e = Q[:n].view(n, 2, N, W)[..., 2 : 2 + L]
+        torch.gather(Z[:, j : j + n].transpose(0, 1), 3, ext.expand(n, 2, N, L), out=e)
+        top = n - 1
+        if not done:  # step m reads row m of X, in the other half order
+            logaddexp(a[m], b[m], out=y)
+            add(c[m], mask, out=tmp)
+            logaddexp(y[0], tmp[0], out=Yq[top][1])
+            logaddexp(y[1], tmp[1], out=Yq[top][0])
+            add(Yq[top], qa[top], out=qa[top])
+            top -= 1
+        for q in range(top, -1, -1):
+            yq, aq = Yq[q], qa[q]
+            logaddexp(qa[q + 1], qb[q + 1], out=y)
+            add(qc[q + 1], mask_swapped, out=tmp)
+            logaddexp(y, tmp, out=yq)
+            add(yq, aq, out=aq)
+        joint[j + 1 : j + 1 + n].add_(Y[:n])  # Y[q] joins row T' - k = j + 1 + q
+        done += n
+    logp = torch.logaddexp(Q[0, N:, 2], Q[0, N:, 3]).masked_fill_(bad, float("nan"))
+    del Q, Y, Yq, qa, qb, qc, a, b, c
+    # gamma_t(s) = exp(joint_t(s) - log p), in place. The exp arguments are <= 0 up to rounding,
+    # clamped at -80 (slow denormal exps). sum_s gamma_t(s) = 1 on every valid frame in exact
+    # arithmetic. In float32, alpha and beta' carry a drift common to all states of a frame
+    # (|log p| ~ 1e4 for T = 4000 has an ulp of 1e-3), which dividing by the computed sum
+    # cancels (T = 4000, S = 2500: max gradient error 1.8e-3 against float64, torch's 8.5e-3).
+    # Negated, so that the class sums below subtract. Invalid frames (among them the extra one)
+    # and impossible or NaN samples are overwritten at the end.
+    R = X[1:, :, 2 : 2 + L]
+    R.sub_(torch.cat([logp, logp]).view(1, 2 * N, 1)).clamp_(min=_EXP_FLOOR).exp_()
+    R.div_(R.sum(2, keepdim=True).neg_())
+    # G = exp(x) - class sums of gamma, in Z's memory (T N C of its T' N C floats). Frames >= m
+    # (half 0, reversed) are summed into Z[0] first, which is G[:m]'s memory, then added to
+    # G[m:] (Z[1]'s memory) in natural order; then G[:m] gets its exp and half 1's sums.
+    s0 = _class_sums(R[:, :N], ext, C, acc=Z[0].zero_())
+    G = Z.view(-1)[: T * N * C].view(T, N, C)
+    torch.exp(x[m:], out=G[m:])
+    G[m:].index_add_(0, torch.arange(T - m - 1, -1, -1, device=dev), s0[T2 - T :])
+    torch.exp(x[:m], out=G[:m])
+    _class_sums(R[:, N:], ext, C, acc=G[:m])
+    del X, R, Z, s0
+    valid = (torch.arange(T, device=dev).unsqueeze(1) < il).unsqueeze(2)  # (T, N, 1)
     impossible = (logp == _NEG_INF).view(1, N, 1)
     if zero_infinity:
         G.masked_fill_(~valid | impossible, 0.0)
@@ -436,13 +553,16 @@ class CTCLossFunction(LossFunction):
         log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, _ = inputs
         ctx.blank, ctx.reduction, ctx.zero_infinity = blank, reduction, zero_infinity
         ctx.mark_non_differentiable(output[1])
+        # no zero (T, N, C) gradient materialised for G, which nothing differentiates: a third
+        # buffer of that size next to G and the returned gradient during the backward
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, output[1])
         ctx.save_for_forward(log_probs, targets, input_lengths, target_lengths)
 
     @staticmethod
     def backward(ctx, grad, _grad_G):
         log_probs, targets, il, tl, G = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
+        if grad is None or not ctx.needs_input_grad[0]:
             return (None,) * 8
         N = _batched(log_probs).shape[1]
         g = _coef(grad.to(opmath_dtype(log_probs.dtype)), ctx.reduction, tl, N)

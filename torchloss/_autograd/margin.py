@@ -66,7 +66,7 @@ _INF = float("inf")
 
 def _as_rows(t: Tensor) -> Tensor:
     """A ``()``, ``(C)`` or ``(N, C)`` tensor as an ``(N, C)`` matrix (a 0-d one has C = 1)."""
-    return t.reshape(-1, t.shape[-1] if t.dim() else 1)
+    return t if t.dim() == 2 else t.reshape(-1, t.shape[-1] if t.dim() else 1)
 
 
 def _step(z: Tensor, mask: Tensor) -> Tensor:
@@ -114,16 +114,17 @@ def _mm_coeff(x: Tensor, y: Tensor, w_y: Tensor | None, p: int, margin: float) -
     return torch.where(~other, -slope.sum(1, keepdim=True), slope)
 
 
-def _mm_reduce(h: Tensor, reduction: int, shape: torch.Size, skip_nan: bool) -> Tensor:
+def _mm_reduce(h: Tensor, reduction: int, shape: torch.Size, eager: bool, skip_nan: bool) -> Tensor:
     """The reduced loss from the ``(N, C)`` terms ``h`` (0 for the target's own term): each
     sample's sum over the classes divided by C, then the reduction. With ``skip_nan`` the NaN
     terms are skipped (``nansum``): the unweighted eager forward leaves the term of a NaN ``z``
     NaN, and torch's ``if (z > 0)`` skips it."""
     total = torch.nansum if skip_nan else torch.sum
+    div = torch.Tensor.div_ if eager else torch.div  # eager: the sum is a temporary of ours
     if reduction == R.NONE:
-        return (total(h, 1) / h.shape[1]).reshape(shape)
+        return div(total(h, 1), h.shape[1]).reshape(shape)
     # 'mean': Σ h / (N C), the mean over the samples of Σ_i h / C ('mean' of nothing: 0/0 = NaN)
-    return total(h) / (h.numel() if reduction == R.MEAN else h.shape[1])
+    return div(total(h), h.numel() if reduction == R.MEAN else h.shape[1])
 
 
 def _mm_grad_in_place(
@@ -203,8 +204,9 @@ class MultiMarginLossFunction(LossFunction):
         w_y = None if weight is None else opmath(weight)[y]  # w_y, per term as in torch's kernel
         eager = eager_in_place(input, target, weight)
         if eager:
-            # z = x + fl(margin - x_y) (torch's sum, commuted: the same bits), then max(0, z)
-            h = (x + x.gather(1, y).neg_().add_(margin)).clamp_min_(0)
+            # z = x - fl(x_y - margin) = x + fl(margin - x_y) (torch's sum: the same bits, as
+            # rounding is symmetric), then max(0, z)
+            h = torch.sub(x, x.gather(1, y).sub_(margin)).clamp_min_(0)
             if p == 2:
                 h.square_()
             if w_y is not None:
@@ -218,7 +220,8 @@ class MultiMarginLossFunction(LossFunction):
                 h = h * h
             if w_y is not None:
                 h = h * w_y
-        return _mm_reduce(h, reduction, target.shape, eager and w_y is None).to(input.dtype)
+        loss = _mm_reduce(h, reduction, target.shape, eager, eager and w_y is None)
+        return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -249,7 +252,9 @@ class MultiMarginLossFunction(LossFunction):
         else:
             coeff = MultiMarginLossFunction._coeff(ctx, input, target, weight)
             gx = _per_sample_grad(grad, coeff.shape[0], ctx.reduction, coeff.dtype) * coeff
-        return gx.reshape(input.shape).to(input.dtype), None, None, None, None, None
+        if gx.shape != input.shape:
+            gx = gx.reshape(input.shape)
+        return (gx if gx.dtype == input.dtype else gx.to(input.dtype)), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, t_input, _t_target, _t_weight, _p, _margin, _r):
@@ -278,6 +283,13 @@ _ML_PAIRWISE_MAX_C = 16
 # Eager chunking: the forward processes at most this many elements (rows x classes, or
 # rows x classes^2 for the pairwise formulation) at a time, which bounds its temporaries.
 _ML_CHUNK = 16384
+# The label loop (see _ml_label_loop) is used eagerly when the functional has found that no row
+# has more than _ML_LOOP_PER_BIT * log2(C) labels (below that it beats the sort: forward on one
+# CPU thread, 4M float32 scores, 4 labels: ~30 ms against ~200 ms; the two meet near 16 labels
+# at C = 32, 36 at C = 1024). It processes at most _ML_LOOP_CHUNK (row, label, class) triples
+# at a time (a cache-sized bool block), in chunks of rows.
+_ML_LOOP_PER_BIT = 3
+_ML_LOOP_CHUNK = 131072
 _I64_MIN = -(2**63)
 _LOW_31 = 2**31 - 1
 _LOW_32 = 2**32 - 1
@@ -359,6 +371,57 @@ def _ml_sorted_runs(x: Tensor, m: Tensor) -> Tensor:
     return k.scatter(1, order, k)
 
 
+def _ml_label_loop(
+    x: Tensor, target: Tensor, labels: int, rows: bool, with_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    r"""As :func:`_ml_forward`, looping over the first ``labels`` target columns (eager only).
+
+    ``labels`` is at least every row's label count (the functional reads it from the target:
+    see ``MultiLabelMarginLossFunction.label_limit``), so the columns from it on hold no label. Each
+    position :math:`j` (label :math:`t_j`, threshold :math:`\theta_j`) is compared with every
+    non-label score at once, in ``(rows, labels, C)`` bool blocks: :math:`a_i` counts the
+    positions with :math:`x_i > \theta_j`, and :math:`G_j` the scores above :math:`\theta_j`
+    is scattered, negated, onto :math:`k_{t_j}` (a duplicated label: once per position, which
+    is its multiplicity). Time :math:`O(N \cdot \text{labels} \cdot C)`, as torch's kernel.
+    """
+    n, c = x.shape
+    t = target[:, :labels]
+    valid = t.ge(0).cummin(1).values  # before the row's first -1
+    # a position past the terminator names the row's first label instead: marking a label again
+    # changes nothing, and a row without labels has no active pair whatever is marked
+    idx = torch.where(valid, t, t[:, :1]).clamp_min_(0)
+    # θ_j = fl(x_{t_j} - 1), +inf past the terminator (no score is above it: G_j = 0)
+    theta = x.gather(1, idx).sub_(1).masked_fill_(valid.logical_not_(), _INF)
+    loss = x.new_empty(n, dtype=torch.float64)
+    coeff = torch.empty_like(x) if with_grad else None
+    triples = labels * c
+    if n * triples <= _ML_CHUNK:  # a small batch at once
+        chunk = max(n, 1)
+    else:  # at most 1/16 of the batch, so that the temporaries stay below the coefficients
+        chunk = max(1, min(_ML_LOOP_CHUNK // triples, n // 16))
+    # the (pair active) indicators of a chunk, in the float dtype, so that they are summed in
+    # place (a bool block would be converted first): reused by every chunk
+    active = x.new_empty(min(chunk, n), labels, c)
+    for r in range(0, n, chunk):
+        s = slice(r, r + chunk)
+        xr, ir = x[s], idx[s]
+        act = active[: xr.shape[0]]
+        k = torch.empty_like(xr) if coeff is None else coeff[s]
+        # the non-labels' scores (a label's is -inf, above no threshold; NaN is above none)
+        torch.gt(xr.scatter(1, ir, -_INF).unsqueeze(1), theta[s].unsqueeze(2), out=act)
+        torch.sum(act, 1, out=k)  # a_i (0 for a label): exact counts
+        k.scatter_add_(1, ir, act.sum(2).neg_())  # -G_j onto k_{t_j}
+        loss[s] = _ml_loss(k, xr, True)
+    return (loss if rows else loss.sum()), (coeff.div_(c) if coeff is not None else None)
+
+
+def _ml_label_limit(n: int, c: int) -> int:
+    """The largest label count for which the eager forward of ``n`` rows of ``c`` classes takes
+    the label loop (0: never, the rows are counted pairwise). The functional reads a batch's
+    label count only when this is positive."""
+    return 0 if _ml_pairwise_rows(n, c) else _ML_LOOP_PER_BIT * (c.bit_length() - 1)
+
+
 def _ml_pairwise_rows(n: int, c: int) -> bool:
     """Whether a batch of ``n`` rows of ``c`` classes is counted pairwise (else sorted)."""
     return c <= _ML_PAIRWISE_ALWAYS_C or (c <= _ML_PAIRWISE_MAX_C and n * c * c <= _ML_CHUNK)
@@ -390,10 +453,15 @@ def _ml_coeff(k: Tensor, dtype: torch.dtype) -> Tensor:
     return coeff if coeff.dtype == dtype else k.to(dtype) / k.shape[1]
 
 
-def _ml_forward(x: Tensor, target: Tensor, rows: bool, with_grad: bool, eager: bool) -> tuple[Tensor, Tensor | None]:
+def _ml_forward(
+    x: Tensor, target: Tensor, rows: bool, with_grad: bool, eager: bool, labels: int = -1
+) -> tuple[Tensor, Tensor | None]:
     r""":math:`C \ell_n` (float64; per row if ``rows``, else summed) and, when ``with_grad``, the
-    coefficient rows :math:`\partial \ell_n / \partial x_n` (the compute dtype, ``(N, C)``)."""
+    coefficient rows :math:`\partial \ell_n / \partial x_n` (the compute dtype, ``(N, C)``).
+    ``labels``: a bound on the rows' label counts known to the caller, or -1."""
     n, c = x.shape
+    if eager and 0 <= labels <= _ml_label_limit(n, c):
+        return _ml_label_loop(x, target, labels, rows, with_grad)
     pairwise = _ml_pairwise_rows(n, c)
     per_row = c * c if pairwise else c
     # rows per chunk: at most _ML_CHUNK elements, and at most 1/16 of the batch, so that the
@@ -472,11 +540,21 @@ class MultiLabelMarginLossFunction(LossFunction):
     :func:`_ml_sorted_runs`). Time :math:`O(N C \log C)` whatever the number of labels, memory
     :math:`O(NC)`: eagerly, the rows are processed in chunks, so the temporaries stay below the
     saved coefficients. torch's kernel loops over the label positions instead,
-    :math:`O(N |K| C)`; it wins for a few labels among many classes, where the row sort
-    dominates (forward and backward on a 2-core CPU in float32, N = 4096: C = 128 with 4 labels
-    ~22 ms against torch's ~16 ms, C = 1024 with 4 labels ~210 ms against ~120 ms, of which the
-    sort is ~135 ms), and loses otherwise (C = 128 with 32 labels: ~22 against ~100 ms; C = 1024
-    with 64 labels: ~210 against ~1400 ms).
+    :math:`O(N |K| C)`, which is cheaper for a few labels among many classes (C = 1024 with 4
+    labels, one CPU thread: the sort ~200 ms, torch's forward and backward ~120 ms) and dearer
+    otherwise (C = 1024 with 64 labels: ~210 against ~1400 ms).
+
+    **The label loop.** So an eager forward that knows a bound :math:`L` on the rows' label
+    counts, with :math:`L \le 3 \log_2 C`, loops over the first :math:`L` target positions
+    instead (:func:`_ml_label_loop`): :math:`O(NLC)`, ~30 ms for the example above. The bound
+    depends on the target's values, which neither ``forward`` nor ``backward`` may read (no host
+    reads or value-dependent branches there: ``torch.compile``, vmap). The functional reads it
+    (:func:`torchloss.functional._ml_label_count`) where that is free and sound: a CPU target
+    (no device synchronisation; the range check reads its extremes there too), outside
+    ``torch.compile`` and ``torch.func`` transforms, and passes it as the plain int argument
+    ``labels`` (-1: unknown). It only selects the formulation: every formulation gives the same
+    counts, so the result does not depend on it, and the traced, vmapped, CUDA and
+    differentiated paths never see it.
 
     **Saved for backward.** The coefficient rows :math:`k / C` are computed by the forward
     anyway (when the input requires grad), returned as a second, non-differentiable output and
@@ -492,12 +570,15 @@ class MultiLabelMarginLossFunction(LossFunction):
     dtype of ``input``; ``'none'`` gives ``(N,)`` for a matrix input and ``()`` otherwise.
     """
 
+    # the largest label count for which the functional passes ``labels`` (see _ml_label_limit)
+    label_limit = staticmethod(_ml_label_limit)
+
     @staticmethod
-    def forward(input, target, reduction, with_grad):
+    def forward(input, target, reduction, with_grad, labels):
         x = opmath(_as_rows(input))
         eager = eager_in_place(input, target)
         rows = reduction == R.NONE
-        loss, coeff = _ml_forward(x, target.reshape(x.shape), rows, with_grad, eager)
+        loss, coeff = _ml_forward(x, target.reshape(x.shape), rows, with_grad, eager, labels)
         if rows:
             loss = (loss / x.shape[1]).reshape(input.shape[:-1])
         else:  # 'mean': Σ_n ℓ_n / N ('mean' of nothing: 0/0 = NaN)
@@ -506,7 +587,7 @@ class MultiLabelMarginLossFunction(LossFunction):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, reduction, _ = inputs
+        input, target, reduction, _, _ = inputs
         ctx.reduction = reduction
         ctx.out_dtype = output[0].dtype
         ctx.mark_non_differentiable(output[1])
@@ -533,13 +614,13 @@ class MultiLabelMarginLossFunction(LossFunction):
     def backward(ctx, grad, _grad_coeff):
         input, target, saved = ctx.saved_tensors
         if not ctx.needs_input_grad[0] or grad is None:
-            return None, None, None, None
+            return None, None, None, None, None
         coeff = MultiLabelMarginLossFunction._coeff(input, target, saved)
         g = _per_sample_grad(grad, coeff.shape[0], ctx.reduction, coeff.dtype)
-        return (g * coeff).reshape(input.shape).to(input.dtype), None, None, None
+        return (g * coeff).reshape(input.shape).to(input.dtype), None, None, None, None
 
     @staticmethod
-    def jvp(ctx, t_input, _t_target, _r, _w):
+    def jvp(ctx, t_input, _t_target, _r, _w, _labels):
         input, target, saved = ctx.saved_tensors
         if t_input is None:
             return zero_tangent(input.shape[:-1], ctx.reduction, ctx.out_dtype, input), None
@@ -556,6 +637,39 @@ def _mlsm_dx(x: Tensor, y: Tensor) -> Tensor:
     # (1-y)·σ(x) - y·σ(-x) = σ(x) - y, with each sigmoid evaluated where it is small, so it does
     # not cancel for large |x| (x = 40, y = 1 gives -4e-18 rather than 0).
     return (1 - y) * torch.sigmoid(x) - y * torch.sigmoid(-x)
+
+
+def _mlsm_loss_in_place(x: Tensor, y: Tensor) -> Tensor:
+    r"""The element-wise loss :math:`u` in one new buffer of ``x``'s shape (plus one temporary),
+    eager only (see MultiLabelSoftMarginLossFunction).
+
+    :math:`y\,\operatorname{sp}(-x) + (1-y)\operatorname{sp}(x) = x([x \ge 0] - y) + \log(1 +
+    e^{-|x|})`, since :math:`\operatorname{sp}(\pm x) = \max(\pm x, 0) + \log(1 + e^{-|x|})`
+    and only one of the maxima is nonzero: the product is :math:`x(1 - y)` or :math:`-x y`,
+    rounded as torch's :math:`(1-y)\,x` and :math:`y\,(-x)`, and for targets in [0, 1] both
+    terms are nonnegative (no cancellation). An infinite :math:`x` whose factor is 0 gives NaN,
+    as torch's ``0 * logsigmoid(-inf)``.
+    """
+    u = torch.ge(x, 0, out=torch.empty_like(x)).sub_(y).mul_(x)  # the sign of 0 is irrelevant
+    return u.add_(x.abs().neg_().exp_().log1p_())
+
+
+def _mlsm_dx_in_place(x: Tensor, y: Tensor) -> Tensor:
+    """:func:`_mlsm_dx` in one new buffer of ``x``'s shape plus one temporary at a time (eager
+    only): the same operations in the same order, so the same bits."""
+    d = torch.sigmoid(x).mul_(1 - y)
+    return d.sub_(torch.neg(x).sigmoid_().mul_(y))
+
+
+def _mlsm_eager(input: Tensor, target: Tensor, weight: Tensor | None, *more: Tensor) -> bool:
+    """Whether the eager in-place path applies: :func:`eager_in_place`, and ``input`` has the
+    shape of the loss (so its buffers hold every element; ``target``/``weight`` may broadcast)."""
+    if not eager_in_place(input, target, weight, *more):
+        return False
+    if target.dim() > input.dim() or (weight is not None and weight.dim() > input.dim()):
+        return False
+    shapes = (input.shape, target.shape) if weight is None else (input.shape, target.shape, weight.shape)
+    return broadcast_shape(*shapes) == input.shape
 
 
 def _per_class_mean(e: Tensor, input: Tensor) -> Tensor:
@@ -598,6 +712,13 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
     autograd differentiates :math:`\operatorname{sp}` (the weight gradient, inside a backward),
     it is ``logaddexp(z, 0)``, whose derivative is :math:`\sigma(z)` everywhere.
 
+    **Eager path.** When nothing differentiates, traces or vmaps the computation and ``input``
+    has the loss's shape, the forward builds :math:`u` in one buffer with one temporary
+    (:func:`_mlsm_loss_in_place`) and the backward the input gradient likewise
+    (:func:`_mlsm_dx_in_place`), each as accurate as the out-of-place expressions above, which
+    are kept for every other case (torch's autograd keeps some six ``N x C`` buffers alive; the
+    out-of-place forward allocated ten).
+
     ``input``, ``target`` and ``weight`` are all differentiable (integer targets and weights
     are used as numbers). The result has torch's promoted dtype of the three.
     """
@@ -607,12 +728,19 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
         out_dtype = result_type(*(t for t in (input, target, weight) if t is not None))
         ct = opmath_dtype(out_dtype)
         x, y = input.to(ct), target.to(ct)
-        # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
-        tail = torch.log1p(torch.exp(-x.abs()))
-        loss = y * (x.neg().clamp_min(0) + tail) + (1 - y) * (x.clamp_min(0) + tail)
-        if weight is not None:
-            loss = loss * weight.to(ct)
-        return R.reduce(_per_class_mean(loss, input), reduction).to(out_dtype)
+        w = None if weight is None else weight.to(ct)
+        if _mlsm_eager(input, target, weight):
+            loss = _mlsm_loss_in_place(x, y)
+            if w is not None:
+                loss.mul_(w)
+        else:
+            # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
+            tail = torch.log1p(torch.exp(-x.abs()))
+            loss = y * (x.neg().clamp_min(0) + tail) + (1 - y) * (x.clamp_min(0) + tail)
+            if w is not None:
+                loss = loss * w
+        loss = R.reduce(_per_class_mean(loss, input), reduction)
+        return loss if loss.dtype == out_dtype else loss.to(out_dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -646,9 +774,16 @@ class MultiLabelSoftMarginLossFunction(LossFunction):
         if need_w:
             u = y * _softplus(-x) + (1 - y) * _softplus(x)  # the unweighted loss
             gw = _sum_to(g * u, shape, weight)
+        gx = None
+        if need_x and _mlsm_eager(input, target, weight, grad):
+            gx = _mlsm_dx_in_place(x, y).mul_(g)
+            if w is not None:
+                gx.mul_(w)
+            gx = gx if gx.dtype == input.dtype else gx.to(input.dtype)
         if w is not None:
             g = g * w
-        gx = _sum_to(g * _mlsm_dx(x, y), shape, input) if need_x else None
+        if need_x and gx is None:
+            gx = _sum_to(g * _mlsm_dx(x, y), shape, input)
         gy = _sum_to(g * -x, shape, target) if need_y else None
         return gx, gy, gw, None
 

@@ -83,10 +83,15 @@ def _cmp_into(op, t: Tensor, value, out: Tensor | None = None, dtype=None) -> Te
     return op(t, value, out=out)
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)``, without the dispatch (about 1 us) when it already has that dtype."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _per_element(grad: Tensor, shape, reduction: int, dtype: torch.dtype) -> Tensor:
     """:math:`g_\\ell`: the upstream gradient of each element of a loss of ``shape``, in the
     compute dtype (a 0-d tensor for ``'mean'``/``'sum'``, a broadcast view, never a copy)."""
-    return R.unreduce(grad.to(dtype), shape, reduction)
+    return R.unreduce(_as(grad, dtype), shape, reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +101,9 @@ def _per_element(grad: Tensor, shape, reduction: int, dtype: torch.dtype) -> Ten
 def _mr_dtypes(input1: Tensor, input2: Tensor, target: Tensor) -> tuple[torch.dtype, torch.dtype]:
     """``(result, compute)`` dtypes: torch promotes the three, then adds the Python-float margin,
     which turns an integral promotion into the default floating dtype."""
+    dtype = input1.dtype
+    if input2.dtype == dtype and target.dtype == dtype and dtype in (torch.float32, torch.float64):
+        return dtype, dtype  # the usual call: no promotion to work out
     promoted = result_type(input1, input2, target)
     if not promoted.is_floating_point:
         return torch.get_default_dtype(), promoted
@@ -159,7 +167,7 @@ class MarginRankingLossFunction(LossFunction):
             # torch's integer arithmetic, then + margin in the default floating dtype
             z = ((-target) * (input1 - input2)).to(out_dtype) + margin
             return R.reduce(z.clamp_min(0), reduction), z.new_empty(0, dtype=torch.bool)
-        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        x1, x2, y = _as(input1, ct), _as(input2, ct), _as(target, ct)
         fast = eager_in_place(x1, x2, y)
         d = x2 - x1
         z = _mul(d, y, fast)  # y·(x2 - x1), bit for bit torch's (-y)·(x1 - x2)
@@ -171,7 +179,7 @@ class MarginRankingLossFunction(LossFunction):
             z = z + margin
             step = z >= 0 if keep_step else z.new_empty(0, dtype=torch.bool)
             loss = z.clamp_min(0)
-        return R.reduce(loss, reduction).to(out_dtype), step
+        return _as(R.reduce(loss, reduction), out_dtype), step
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -179,6 +187,7 @@ class MarginRankingLossFunction(LossFunction):
         ctx.margin, ctx.reduction = margin, reduction
         ctx.out_dtype = output[0].dtype
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
         ctx.step = bool(keep_step)  # only floating inputs can require grad
         ctx.shapes = (input1.shape, input2.shape)
         if ctx.step:
@@ -202,7 +211,7 @@ class MarginRankingLossFunction(LossFunction):
         step, target = ctx.saved_tensors
         ct = opmath_dtype(ctx.out_dtype)
         g = _per_element(grad, step.shape, ctx.reduction, ct)
-        gx2 = (step * target.to(ct)) * g  # y·s·g, on the broadcast shape
+        gx2 = (step * _as(target, ct)) * g  # y·s·g, on the broadcast shape
         s1, s2 = ctx.shapes
         gx1 = -gx2 if ctx.needs_input_grad[0] else None
         gx1 = None if gx1 is None else (gx1 if gx1.shape == s1 else gx1.sum_to_size(s1))
@@ -313,6 +322,31 @@ def _he_coeff(x: Tensor, y: Tensor, margin: float, fast: bool, dtype: torch.dtyp
     return (y != -1).to(dtype) - (y != 1).to(dtype) * active
 
 
+# Below this many elements a call costs its number of operations (1-3 us of dispatch each), not
+# its passes over memory: :func:`_he_small` then takes over from the vectorised clamp-bound
+# formulation of :func:`_he_terms` and :func:`_he_coeff` (about half the operations, but
+# ``masked_fill`` is not vectorised: 2x slower at 4M elements; the two cross near 30K).
+_HE_SMALL = 1 << 14
+
+
+def _he_small(x: Tensor, y: Tensor, margin: float, with_coeff: bool) -> tuple[Tensor, Tensor]:
+    r"""``(loss, coeff)`` for small eager inputs of one shape: the element-wise loss, as torch's
+    ``where`` selections (``masked_fill`` of the dropped positions: 0 whatever the term, so
+    infinities behave as in torch), and, if ``with_coeff``, the int8 coefficient of
+    :func:`_he_coeff` (else an empty tensor). Eight operations for the loss, six for the
+    coefficient: :math:`[x \le m]`, zeroed where :math:`y = 1`, then
+    :math:`1 - [y \ne 1][x \le m] - [y = -1] = [y \ne -1] - [y \ne 1][x \le m]`.
+    """
+    is_pos, is_neg = y == 1, y == -1
+    hinge = (margin - x).clamp_min_(0).masked_fill_(is_pos, 0)
+    loss = x.masked_fill(is_neg, 0).add_(hinge)
+    if not with_coeff:
+        return loss, x.new_empty(0, dtype=torch.int8)
+    coeff = torch.le(x, margin, out=torch.empty(x.shape, dtype=torch.int8, device=x.device))
+    coeff = coeff.masked_fill_(is_pos, 0).neg_().add_(1).add_(is_neg, alpha=-1)
+    return loss, coeff
+
+
 class HingeEmbeddingLossFunction(LossFunction):
     r"""Hinge embedding loss of an input :math:`x` (typically a distance) and a target :math:`y`
     (broadcast together, possibly to a larger shape), with margin :math:`m`:
@@ -349,35 +383,46 @@ class HingeEmbeddingLossFunction(LossFunction):
     """
 
     @staticmethod
-    def forward(input, target, margin, reduction):
+    def forward(input, target, margin, reduction, with_coeff):
         if not input.dtype.is_floating_point:
-            # torch's composite, in the input's integer dtype
+            # torch's composite, in the input's integer dtype (an integer input has no gradient)
             hinge = (input.new_full((), margin) - input).clamp_min(0)
             loss = torch.where(target != 1, hinge, 0) + torch.where(target != -1, input, 0)
-            return R.reduce(loss, reduction)
+            return R.reduce(loss, reduction), loss.new_empty(0, dtype=torch.int8)
         ct = opmath_dtype(input.dtype)
-        x = input.to(ct)
+        x = input if input.dtype == ct else input.to(ct)
         fast = eager_in_place(x, target)
-        hinge, linear = _he_terms(x, target, margin, fast)
-        # both terms have the loss's (broadcast) shape; added before reducing, as torch does
-        loss = hinge.add_(linear) if fast else hinge + linear
-        return R.reduce(loss, reduction).to(input.dtype)
+        if fast and x.numel() <= _HE_SMALL and target.shape == x.shape:
+            loss, coeff = _he_small(x, target, margin, with_coeff)
+        else:
+            hinge, linear = _he_terms(x, target, margin, fast)
+            # both terms have the loss's (broadcast) shape; added before reducing, as torch does
+            loss = hinge.add_(linear) if fast else hinge + linear
+            coeff = _he_coeff(x, target, margin, fast, torch.int8) if with_coeff else x.new_empty(0, dtype=torch.int8)
+        loss = R.reduce(loss, reduction)
+        return (loss if loss.dtype == input.dtype else loss.to(input.dtype)), coeff
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, margin, reduction = inputs
+        input, target, margin, reduction, with_coeff = inputs
+        coeff = output[1]
+        ctx.mark_non_differentiable(coeff)
+        ctx.set_materialize_grads(False)
         ctx.margin, ctx.reduction = margin, reduction
-        ctx.out_dtype = output.dtype
+        ctx.out_dtype = output[0].dtype
         ctx.input_shape = input.shape
         ctx.has_coeff = ctx.needs_input_grad[0]
         if ctx.has_coeff:
             # The backward and the jvp need only the coefficient ∂ℓ/∂x ∈ {-1, 0, 1}, which is
             # piecewise constant (higher derivatives need nothing more): one int8 per element,
             # instead of the input and the target (torch keeps two bool masks and a float
-            # tensor of the loss's shape).
-            ct = opmath_dtype(input.dtype)
-            x = input.to(ct)
-            coeff = _he_coeff(x, target, margin, eager_in_place(x, target), torch.int8)
+            # tensor of the loss's shape). The forward computes it alongside the loss when the
+            # functional asked for it (``with_coeff``: the input requires grad); otherwise
+            # (a transform that makes the input require grad inside) it is computed here.
+            if not with_coeff:
+                ct = opmath_dtype(input.dtype)
+                x = input.to(ct)
+                coeff = _he_coeff(x, target, margin, eager_in_place(x, target), torch.int8)
             ctx.save_for_backward(coeff)
             ctx.save_for_forward(coeff)
         else:
@@ -393,23 +438,24 @@ class HingeEmbeddingLossFunction(LossFunction):
         return _he_coeff(input.to(ct), target, ctx.margin, False, ct)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_coeff):
         if grad is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         (coeff,) = ctx.saved_tensors
         ct = opmath_dtype(ctx.out_dtype)
+        # int8 coefficient times g_ℓ in the compute dtype: exact, one operation
         gx = coeff * _per_element(grad, coeff.shape, ctx.reduction, ct)
         if gx.shape != ctx.input_shape:  # the target broadcast the loss beyond the input
             gx = gx.sum_to_size(ctx.input_shape)
-        return gx.to(ctx.out_dtype), None, None, None
+        return (gx if gx.dtype == ctx.out_dtype else gx.to(ctx.out_dtype)), None, None, None, None
 
     @staticmethod
-    def jvp(ctx, t_input, _t_target, _m, _r):
+    def jvp(ctx, t_input, _t_target, _m, _r, _w):
         coeff = HingeEmbeddingLossFunction._coeff(ctx)
         if t_input is None:
-            return zero_tangent(coeff.shape, ctx.reduction, ctx.out_dtype, coeff)
+            return zero_tangent(coeff.shape, ctx.reduction, ctx.out_dtype, coeff), None
         ct = opmath_dtype(ctx.out_dtype)
-        return R.reduce(coeff * t_input.to(ct), ctx.reduction).to(ctx.out_dtype)
+        return R.reduce(coeff * t_input.to(ct), ctx.reduction).to(ctx.out_dtype), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +465,9 @@ class HingeEmbeddingLossFunction(LossFunction):
 def _cos_dtypes(input1: Tensor, input2: Tensor) -> tuple[torch.dtype, torch.dtype]:
     """``(result, compute)``: the promoted dtype of the inputs, or the default floating dtype
     when it is integral or bool (torch adds the float EPSILON to integer sums)."""
+    dtype = input1.dtype
+    if input2.dtype == dtype and dtype in (torch.float32, torch.float64):
+        return dtype, dtype  # the usual call: no promotion to work out
     promoted = result_type(input1, input2)
     if not promoted.is_floating_point:
         return torch.get_default_dtype(), torch.get_default_dtype()
@@ -443,7 +492,7 @@ def _cos_stats(
         q1 = (input1 * input1).sum(-1).to(ct) + EPSILON
         q2 = (input2 * input2).sum(-1).to(ct) + EPSILON
         return p, q1, q2
-    a, b = input1.to(ct), input2.to(ct)
+    a, b = _as(input1, ct), _as(input2, ct)
     if fast and a.shape == b.shape:
         # one product buffer for the three sums
         buf = a * b
@@ -558,14 +607,18 @@ class CosineEmbeddingLossFunction(LossFunction):
     selector only, not differentiable (the functional passes it detached, as torch's output does
     not depend on it).
 
-    **Memory.** Besides the inputs (and the target), the Function keeps the three per-sample
-    statistics :math:`p, q_1, q_2`: O(N) numbers that spare the backward three passes over the
-    ``N x D`` inputs. They come out of ``forward`` as extra outputs (marked non-differentiable;
-    the functional returns only the loss), because a ``setup_context`` Function has no other way
-    to keep a forward intermediate. A backward that is itself differentiated (or traced, or run
-    under a transform) recomputes them from the inputs instead, so that higher derivatives
-    differentiate through them. torch's composite keeps the inputs as well, plus five per-sample
-    float intermediates and two masks (22 bytes per sample in float32, against torchloss's 12).
+    **Memory.** When a gradient will be wanted (``with_grad``, from the functional), the forward
+    also returns, as a non-differentiable output, five per-sample numbers
+    :math:`\partial\ell/\partial c, c, d, q_1, q_2` (stacked), and the Function keeps them and
+    the inputs (not the target): O(N) numbers that spare the first-order backward every
+    per-sample recomputation (it multiplies :math:`\partial\ell/\partial c \in \{-1, 0, 1\}`
+    in last, exactly, so its coefficients are bit for bit those of the formulas above). A
+    backward that is itself differentiated (or traced, or run under a transform) recomputes
+    :math:`p, q_i, c, d` from the inputs instead, so that higher derivatives differentiate
+    through them (:math:`\partial\ell/\partial c` is piecewise constant: the saved one is
+    exact). Without ``with_grad`` the target is kept instead of the statistics. torch's
+    composite keeps the inputs as well, plus per-sample float intermediates and two masks (22
+    bytes per sample in float32, against torchloss's 20).
 
     **Numerics.** float16/bfloat16 are computed in float32 (torch's float16 computation loses
     :math:`\varepsilon` and gives NaN for a zero vector); :math:`d` avoids the overflow of
@@ -575,46 +628,61 @@ class CosineEmbeddingLossFunction(LossFunction):
     """
 
     @staticmethod
-    def forward(input1, input2, target, margin, reduction):
+    def forward(input1, input2, target, margin, reduction, with_grad):
         out_dtype, ct = _cos_dtypes(input1, input2)
         p, q1, q2 = _cos_stats(input1, input2, ct, eager_in_place(input1, input2))
-        c, _ = _cos_of(p, q1, q2)
-        loss = _cos_loss(c, target, margin)
-        return R.reduce(loss, reduction).to(out_dtype), p, q1, q2
+        c, d = _cos_of(p, q1, q2)
+        loss = _as(R.reduce(_cos_loss(c, target, margin), reduction), out_dtype)
+        if not with_grad:
+            return loss, c.new_empty(0)
+        # what the first-order backward needs per sample, stacked: ∂ℓ/∂c, c, d, q1, q2
+        stats = torch.stack(torch.broadcast_tensors(_cos_dloss(c, target, margin), c, d, q1, q2))
+        return loss, stats
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input1, input2, target, margin, reduction = inputs
-        loss, p, q1, q2 = output
-        ctx.mark_non_differentiable(p, q1, q2)
+        input1, input2, target, margin, reduction, with_grad = inputs
+        loss, weights = output
+        ctx.mark_non_differentiable(weights)
         ctx.set_materialize_grads(False)
         ctx.margin, ctx.reduction = margin, reduction
         ctx.out_dtype = loss.dtype
-        ctx.save_for_backward(input1, input2, target, p, q1, q2)
+        ctx.with_grad = with_grad
+        # with the statistics (∂ℓ/∂c among them), the backward needs no target
+        ctx.save_for_backward(input1, input2, weights if with_grad else target)
         ctx.save_for_forward(input1, input2, target)
 
     @staticmethod
-    def backward(ctx, grad, _gp, _gq1, _gq2):
-        input1, input2, target, p, q1, q2 = ctx.saved_tensors
+    def backward(ctx, grad, _grad_weights):
+        input1, input2, saved = ctx.saved_tensors
         need_x1, need_x2 = ctx.needs_input_grad[:2]
         if grad is None or not (need_x1 or need_x2):
-            return None, None, None, None, None
-        ct = p.dtype
-        a, b = input1.to(ct), input2.to(ct)
-        fast = eager_in_place(a, b, target, grad)
-        if not fast:
+            return None, None, None, None, None, None
+        ct = opmath_dtype(ctx.out_dtype)
+        a, b = _as(input1, ct), _as(input2, ct)
+        fast = eager_in_place(a, b, saved, grad)
+        if fast and ctx.with_grad:
+            # First order, from the forward's statistics. ∂ℓ/∂c is -1, 0 or 1, so multiplying
+            # by it last is exact: u and v_i are bit for bit those of the formulas below.
+            dloss, c, d, q1, q2 = saved.unbind(0)
+            g = _per_element(grad, dloss.shape, ctx.reduction, ct)
+            cg = c * g
+            u, v1, v2 = (g / d).mul_(dloss), (cg / q1).mul_(dloss), (cg / q2).mul_(dloss)
+        else:
             # recomputed from the inputs, so that a differentiated backward differentiates them
             p, q1, q2 = _cos_stats(input1, input2, ct)
-        c, d = _cos_of(p, q1, q2)
-        dloss = _cos_dloss(c, target, ctx.margin)
-        k = dloss * _per_element(grad, dloss.shape, ctx.reduction, ct)
-        u, kc = k / d, k * c
-        gx1 = _input_grad(u, b, kc / q1, a, input1, fast) if need_x1 else None
-        gx2 = _input_grad(u, a, kc / q2, b, input2, fast) if need_x2 else None
-        return gx1, gx2, None, None, None
+            c, d = _cos_of(p, q1, q2)
+            # ∂ℓ/∂c is piecewise constant: the forward's (a constant) is exact
+            dloss = saved[0] if ctx.with_grad else _cos_dloss(c, saved, ctx.margin)
+            k = dloss * _per_element(grad, dloss.shape, ctx.reduction, ct)
+            u, kc = k / d, k * c
+            v1, v2 = kc / q1, kc / q2
+        gx1 = _input_grad(u, b, v1, a, input1, fast) if need_x1 else None
+        gx2 = _input_grad(u, a, v2, b, input2, fast) if need_x2 else None
+        return gx1, gx2, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, t_input1, t_input2, _t_target, _m, _r):
+    def jvp(ctx, t_input1, t_input2, _t_target, _m, _r, _w):
         input1, input2, target = ctx.saved_tensors
         ct = opmath_dtype(ctx.out_dtype)
         # recomputed (not the saved statistics): this runs inside forward-mode transforms
@@ -633,6 +701,6 @@ class CosineEmbeddingLossFunction(LossFunction):
             dp = add_tangents(dp, (a * tb).sum(-1))
             rel = add_tangents(rel, (b * tb).sum(-1) / q2)
         if dp is None:
-            return zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None, None, None
+            return zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None
         t = dloss * (dp / d - c * rel)
-        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None, None, None
+        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None

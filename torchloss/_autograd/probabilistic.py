@@ -16,7 +16,19 @@ inputs Poisson and Gaussian accept. The tangent is the same chain rule run forwa
 :math:`\dot L = \operatorname{reduce}\big(\sum_a \partial\ell/\partial a \cdot \dot a\big)`. Each
 Function's docstring gives :math:`\ell` and its partial derivatives; backward and jvp recompute
 them from the saved *inputs* in differentiable torch ops, so double backward and
-forward-over-reverse differentiate exactly the formulas written here.
+forward-over-reverse differentiate exactly the formulas written here. (KL keeps only the target
+when only the input needs a gradient: its input gradient does not depend on the input.)
+
+**Eager paths.** When nothing differentiates, vmaps or traces the computation
+(:func:`~torchloss._autograd._base.eager_in_place`: forward, and a first-order backward, of a
+plain eager call) and the compute dtype is real, forward and backward run the same formulas with
+in-place ops on their own temporaries: each loss allocates one full-size buffer in forward (two
+for Gaussian), and backward allocates only the gradients it returns (plus, for the Gaussian,
+one temporary that becomes the var gradient). torch evaluates these losses as chains of
+out-of-place ops that keep several full-size intermediates alive at once, and every fresh large
+buffer costs page faults; this is where torchloss beats it. The differentiable code stays the path
+for every other case (``create_graph``, ``torch.func``, forward AD, ``torch.compile``, complex
+inputs); ``tests/test_probabilistic_specific.py`` checks that the two paths agree.
 
 Numerics shared by the three:
 
@@ -35,7 +47,15 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, _combine_categories, add_tangents, broadcast_shape, opmath_dtype, result_type
+from ._base import (
+    LossFunction,
+    _combine_categories,
+    add_tangents,
+    broadcast_shape,
+    eager_in_place,
+    opmath_dtype,
+    result_type,
+)
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -82,7 +102,31 @@ def _real(dtype: torch.dtype) -> torch.dtype:
 def _up(t: Tensor, dtype: torch.dtype) -> Tensor:
     """``t`` in the compute dtype; a real tensor stays real (its complex partner's real dtype), so
     e.g. the Stirling mask ``y <= 1`` still works for a real target beside a complex input."""
+    if t.dtype == dtype:  # the usual case, without the conversion call (small inputs)
+        return t
     return t.to(dtype if t.is_complex() else _real(dtype))
+
+
+def _shape(*shapes: torch.Size) -> torch.Size:
+    """:func:`broadcast_shape`, without its loop in the usual case of equal shapes."""
+    first = shapes[0]
+    if all(s == first for s in shapes[1:]):
+        return first
+    return broadcast_shape(*shapes)
+
+
+def _eager(c: torch.dtype, x: Tensor, y: Tensor, *others: Tensor | None) -> bool:
+    """Whether the eager in-place path applies: a real compute dtype ``c``, input and target of one
+    shape (the loss's, so that a buffer computed from them holds the whole loss), and
+    :func:`eager_in_place` (nothing differentiates, vmaps or traces the computation)."""
+    return x.shape == y.shape and not c.is_complex and eager_in_place(x, y, *others)
+
+
+def _fit(grad: Tensor, like: Tensor) -> Tensor:
+    """An eager gradient on the loss's shape, summed to the shape of ``like`` and in its dtype."""
+    if grad.shape != like.shape:
+        grad = grad.sum_to_size(like.shape)
+    return grad if grad.dtype == like.dtype else grad.to(like.dtype)
 
 
 def _finish(value: Tensor, shape: torch.Size, reduction: int, divisor: int, dtype: torch.dtype) -> Tensor:
@@ -93,7 +137,7 @@ def _finish(value: Tensor, shape: torch.Size, reduction: int, divisor: int, dtyp
     out = R.reduce(value, reduction)
     if divisor != 1:
         out = out / divisor
-    return out.to(dtype)
+    return out if out.dtype == dtype else out.to(dtype)
 
 
 def _spread(grad: Tensor, shape: torch.Size, reduction: int, divisor: int, dtype: torch.dtype) -> Tensor:
@@ -172,9 +216,60 @@ def _poisson(x: Tensor, y: Tensor, log_input: bool, full: bool, eps: float, valu
     return loss, dx, dy
 
 
+def _stirling_eager(y: Tensor) -> Tensor:
+    """Eager :func:`_stirling` value, op for op as torch, in one fresh buffer (y's shape)."""
+    s = torch.log(y).mul_(y).sub_(y)  # y log y - y
+    s.add_(torch.mul(y, 2 * math.pi).log_().mul_(0.5))
+    return s.masked_fill_(y <= 1, 0.0)
+
+
+def _stirling_grad_eager(y: Tensor) -> Tensor:
+    """Eager :func:`_stirling` derivative, ``log y + 1/(2y)`` where y > 1, in one fresh buffer."""
+    ds = torch.reciprocal(y).mul_(0.5).add_(torch.log(y))
+    return ds.masked_fill_(y <= 1, 0.0)
+
+
+def _poisson_loss_eager(x: Tensor, y: Tensor, log_input: bool, full: bool, eps: float) -> Tensor:
+    """Eager forward: the element-wise loss in one fresh buffer (``x.shape == y.shape``)."""
+    if log_input:
+        # e^x - y·x (addcmul_ may fuse the product and the difference: one rounding fewer)
+        loss = torch.exp(x).addcmul_(y, x, value=-1)
+    else:
+        loss = torch.add(x, eps).log_().mul_(y)  # y·log(x + eps)
+        loss = torch.sub(x, loss, out=loss)
+    if full:
+        loss.add_(_stirling_eager(y))
+    return loss
+
+
+def _poisson_grads_eager(x: Tensor, y: Tensor, g: Tensor, params, need_x: bool, need_y: bool):
+    """Eager backward: ``(g·∂ℓ/∂x, g·∂ℓ/∂y)`` (None where not needed), each computed in place
+    in the buffer it is returned in."""
+    log_input, full, eps = params
+    gx = gy = None
+    if log_input:
+        if need_x:
+            gx = torch.exp(x).sub_(y).mul_(g)  # (e^x - y)·g
+        if need_y:
+            gy = torch.neg(x)
+    else:
+        shifted = torch.add(x, eps)
+        if need_x:
+            gx = torch.div(y, shifted).neg_().add_(1).mul_(g)  # (1 - y/(x + eps))·g
+        if need_y:
+            gy = shifted.log_().neg_()
+    if need_y:
+        if full:
+            gy.add_(_stirling_grad_eager(y))
+        gy.mul_(g)
+    return gx, gy
+
+
 def _poisson_dtype(input: Tensor, target: Tensor, log_input: bool) -> torch.dtype:
     """torch's result dtype: ``exp(x) - y*x`` or ``x - y*log(x + eps)``. (``full`` adds its
     Stirling term in place, which keeps the dtype.)"""
+    if input.dtype == target.dtype and input.dtype.is_floating_point:
+        return input.dtype  # every op of the chain keeps a floating dtype
     x, y = _operand(input), _operand(target)
     if log_input:
         return _binary(_floating(x), _binary(y, x))[0]
@@ -205,6 +300,11 @@ class PoissonNLLLossFunction(LossFunction):
     :math:`\partial^2\ell/\partial x\partial y = -1` or :math:`-1/(x+\varepsilon)`,
     :math:`\partial^2\ell/\partial y^2 = [y > 1](1/y - 1/(2y^2))`; autograd obtains them by
     differentiating the backward below.
+
+    **Memory.** The inputs are saved (nothing allocated for the graph; torch keeps
+    :math:`e^x`). Eager, forward computes the loss in one full-size buffer and backward each
+    gradient in place in the buffer it returns; torch's chain keeps up to four full-size
+    tensors alive.
     """
 
     @staticmethod
@@ -212,7 +312,10 @@ class PoissonNLLLossFunction(LossFunction):
         out_dtype = _poisson_dtype(input, target, log_input)
         c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
-        loss, _, _ = _poisson(x, y, log_input, full, eps)
+        if _eager(c, x, y):
+            loss = _poisson_loss_eager(x, y, log_input, full, eps)
+        else:
+            loss = _poisson(x, y, log_input, full, eps)[0]
         return _finish(loss, loss.shape, reduction, 1, out_dtype)
 
     @staticmethod
@@ -230,9 +333,14 @@ class PoissonNLLLossFunction(LossFunction):
         need_x, need_y = ctx.needs_input_grad[:2]
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = broadcast_shape(x.shape, y.shape)
-        _, dx, dy = _poisson(x, y, *ctx.params, value=False)
+        shape = _shape(x.shape, y.shape)
         g = _spread(grad, shape, ctx.reduction, 1, c)
+        if _eager(c, x, y, g):
+            gx, gy = _poisson_grads_eager(x, y, g, ctx.params, need_x, need_y)
+            gx = None if gx is None else _fit(gx, input)
+            gy = None if gy is None else _fit(gy, target)
+            return gx, gy, None, None, None, None
+        _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         gx = _pullback(dx, g, shape, input) if need_x else None
         gy = _pullback(dy, g, shape, target) if need_y else None
         return gx, gy, None, None, None, None
@@ -242,7 +350,7 @@ class PoissonNLLLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = broadcast_shape(x.shape, y.shape)
+        shape = _shape(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
         return _finish(t, shape, ctx.reduction, 1, ctx.out_dtype)
@@ -282,9 +390,50 @@ def _gaussian_partials(d: Tensor, vc: Tensor):
     return r, 0.5 * (1 - d * r) / vc
 
 
+def _gaussian_eager(c: torch.dtype, x: Tensor, y: Tensor, v: Tensor, *others: Tensor | None) -> bool:
+    """:func:`_eager`, and var broadcasting into the loss's shape (so that the loss, or a gradient,
+    can be computed in place in a buffer of that shape)."""
+    return v.dim() <= x.dim() and _eager(c, x, y, v, *others) and _shape(x.shape, v.shape) == x.shape
+
+
+def _gaussian_loss_eager(x: Tensor, y: Tensor, vc: Tensor) -> Tensor:
+    """Eager forward: ``log v_c + (x - y)²/v_c`` (the bracket, not yet halved) in one fresh
+    buffer; ``vc`` (fresh, from the clamp) becomes ``log v_c`` in place."""
+    loss = torch.sub(x, y)
+    return loss.mul_(loss).div_(vc).add_(vc.log_())
+
+
+def _gaussian_grads_eager(x: Tensor, y: Tensor, vc: Tensor, g: Tensor, need_x: bool, need_y: bool, need_v: bool):
+    """Eager backward: ``(g·r, -g·r, g·(1/v_c - r²)/2)`` with ``r = (x - y)/v_c`` (None where
+    not needed). ``vc`` is fresh (from the clamp) and becomes the var gradient in place when it
+    has the loss's shape; ``r``'s buffer becomes the input's (or target's) gradient: two full-size
+    buffers for the usual call, both returned."""
+    r = torch.sub(x, y).div_(vc)
+    gv = None
+    if need_v:
+        # 1/v_c - r² (torch's 1/v_c - d²/v_c², whose two terms cancel alike)
+        if vc.shape == r.shape:
+            gv = vc.reciprocal_().addcmul_(r, r, value=-1)
+        else:
+            gv = torch.mul(r, r).neg_().add_(vc.reciprocal_())
+        # ·g/2 (halving is exact: one multiplication with a 0-d g)
+        gv = gv.mul_(g * 0.5) if g.dim() == 0 else gv.mul_(g).mul_(0.5)
+    gx = gy = None
+    if need_x and need_y:
+        gx = torch.mul(r, g)
+        gy = torch.neg(gx, out=r)
+    elif need_x:
+        gx = r.mul_(g)
+    elif need_y:
+        gy = r.mul_(g).neg_()
+    return gx, gy, gv
+
+
 def _gaussian_dtype(input: Tensor, target: Tensor, v) -> torch.dtype:
     """torch's result dtype: ``0.5 * (log(v) + (x - y)**2 / v)``, where a Python-float var is
     ``var * ones_like(input)`` (input's dtype and shape, the default float for an integral input)."""
+    if input.dtype == target.dtype and input.dtype.is_floating_point and (not isinstance(v, Tensor) or v.dtype == input.dtype):
+        return input.dtype  # every op of the chain keeps a floating dtype
     x = _operand(input)
     v = _operand(v) if isinstance(v, Tensor) else _floating(x)
     quotient = _floating(_binary(_binary(x, _operand(target)), v))
@@ -317,6 +466,13 @@ class GaussianNLLLossFunction(LossFunction):
     dimension; the unsqueeze happens here, so the autograd graph holds only this node) or a Python
     float (a constant: no gradient). Reductions over dimensions var was broadcast along sum its
     gradient.
+
+    **Memory.** The inputs are saved (torch keeps var's clamped copy, :math:`x - y`, its
+    square and more). Eager, forward needs two full-size buffers (the squared difference,
+    divided and added to in place, and the clamp, turned into its logarithm), backward two as
+    well: :math:`r`'s buffer becomes the input's gradient and the clamp's the var gradient
+    (:math:`(1/v_c - r^2)/2`, torch's two terms, in place), so the usual call allocates nothing
+    beside the gradients it returns.
     """
 
     @staticmethod
@@ -326,6 +482,11 @@ class GaussianNLLLossFunction(LossFunction):
         c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
         _, vc = _gaussian_var(var, unsqueeze, eps, c, x.device, straight_through=False)
+        if _gaussian_eager(c, x, y, vc):
+            loss = _gaussian_loss_eager(x, y, vc).mul_(0.5)
+            if full:
+                loss = loss.add_(_HALF_LOG_2PI)
+            return _finish(loss, loss.shape, reduction, 1, out_dtype)
         d = x - y
         loss = 0.5 * (torch.log(vc) + d * d / vc)
         if full:
@@ -347,36 +508,49 @@ class GaussianNLLLossFunction(LossFunction):
         ctx.save_for_forward(*tensors)
 
     @staticmethod
-    def _recompute(ctx):
+    def _recompute(ctx, straight_through: bool = True):
+        """``(input, target, var, c, x, y, v, vc)`` from the saved tensors: the inputs in the
+        compute dtype ``c``, var as it broadcasts (``v``) and clamped (``vc``)."""
         saved = ctx.saved_tensors
         input, target = saved[:2]
         var = saved[2] if ctx.var_value is None else ctx.var_value
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        v, vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, straight_through=True)
-        d = x - y
-        shape = broadcast_shape(d.shape, v.shape)
-        return input, target, var, c, d, vc, shape
+        v, vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, straight_through)
+        return input, target, var, c, x, y, v, vc
 
     @staticmethod
     def backward(ctx, grad):
-        input, target, var, c, d, vc, shape = GaussianNLLLossFunction._recompute(ctx)
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
+        # a plain clamp (a fresh buffer) for the eager path, the straight-through one otherwise
+        fast = not torch.is_grad_enabled()
+        input, target, var, c, x, y, v, vc = GaussianNLLLossFunction._recompute(ctx, straight_through=not fast)
+        shape = _shape(x.shape, y.shape, v.shape)
         g = _spread(grad, shape, ctx.reduction, 1, c)
-        dx, dv = _gaussian_partials(d, vc)
-        gx = _pullback(dx, g, shape, input) if need_x else None
-        gy = _pullback(-dx, g, shape, target) if need_y else None
-        gv = None
-        if need_v and isinstance(var, Tensor):
-            like = var.unsqueeze(-1) if ctx.unsqueeze else var
-            gv = _pullback(dv, g, shape, like)
-            if ctx.unsqueeze:
-                gv = gv.squeeze(-1)
+        need_v = need_v and isinstance(var, Tensor)
+        like_v = (var.unsqueeze(-1) if ctx.unsqueeze else var) if need_v else None
+        if fast and _gaussian_eager(c, x, y, vc, g):
+            gx, gy, gv = _gaussian_grads_eager(x, y, vc, g, need_x, need_y, need_v)
+            gx = None if gx is None else _fit(gx, input)
+            gy = None if gy is None else _fit(gy, target)
+            gv = None if gv is None else _fit(gv, like_v)
+        else:
+            if fast:  # not eager after all: the straight-through clamp
+                vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, True)[1]
+            d = x - y
+            dx, dv = _gaussian_partials(d, vc)
+            gx = _pullback(dx, g, shape, input) if need_x else None
+            gy = _pullback(-dx, g, shape, target) if need_y else None
+            gv = _pullback(dv, g, shape, like_v) if need_v else None
+        if gv is not None and ctx.unsqueeze:
+            gv = gv.squeeze(-1)
         return gx, gy, gv, None, None, None, None
 
     @staticmethod
     def jvp(ctx, t_input, t_target, t_var, _unsqueeze, _full, _eps, _reduction):
-        _, _, _, c, d, vc, shape = GaussianNLLLossFunction._recompute(ctx)
+        _, _, _, c, x, y, v, vc = GaussianNLLLossFunction._recompute(ctx)
+        d = x - y
+        shape = broadcast_shape(d.shape, v.shape)
         dx, dv = _gaussian_partials(d, vc)
         t_d = add_tangents(t_input, None if t_target is None else -t_target)
         if t_var is not None and ctx.unsqueeze:
@@ -389,15 +563,52 @@ class GaussianNLLLossFunction(LossFunction):
 # KL divergence
 
 
-def _kl_partials(x: Tensor, y: Tensor, log_target: bool):
-    """``(∂ℓ/∂x, ∂ℓ/∂y)`` of the KL divergence (see the Function's docstring)."""
+def _kl_dx(y: Tensor, log_target: bool) -> Tensor:
+    """``∂ℓ/∂x`` of the KL divergence: ``-y`` or ``-e^y`` (independent of the input)."""
+    return -torch.exp(y) if log_target else -y
+
+
+def _kl_dy(x: Tensor, y: Tensor, log_target: bool) -> Tensor:
+    """``∂ℓ/∂y`` of the KL divergence (see the Function's docstring)."""
     if log_target:
-        ey = torch.exp(y)
-        return -ey, ey * (y - x + 1)
+        return torch.exp(y) * (y - x + 1)
     # d/dy [y log y] = log y + 1 is -inf at y == 0 (one-sided); torch's autograd of
     # xlogy(y, y) gives NaN there (xlogy(y != 0, y) + y/y), and we match it.
     log_y = torch.where(y == 0, math.nan, torch.log(y))
-    return -y, log_y + 1 - x
+    return log_y + 1 - x
+
+
+# from this many elements on, three vectorised passes beat one scalar xlogy (measured: about
+# 1 ns against 2 ns an element in float32, and 2-3 us a dispatch)
+_VECTOR_XLOGY_MIN = 8192
+
+
+def _kl_loss_eager(x: Tensor, y: Tensor, log_target: bool) -> Tensor:
+    """Eager forward: the element-wise loss in one fresh buffer (two with ``log_target``)."""
+    if log_target:
+        return torch.sub(y, x).mul_(torch.exp(y))  # e^y·(y - x)
+    if y.numel() < _VECTOR_XLOGY_MIN:
+        loss = torch.xlogy(y, y)  # y log y, with 0 log 0 = 0
+    else:
+        # torch's xlogy is a scalar loop, twice the time of these three vectorised passes on
+        # large inputs (but two more dispatches on small ones). The clamp turns only
+        # log 0 = -inf into a finite number, whose product with y = 0 is 0 (a negative or NaN
+        # target keeps its NaN: clamp propagates it).
+        loss = torch.log(y).clamp_(min=torch.finfo(y.dtype).min).mul_(y)
+    # - y·x (addcmul_ may fuse the product and the difference: one rounding fewer)
+    return loss.addcmul_(y, x, value=-1)
+
+
+def _kl_dx_eager(y: Tensor, grad: Tensor, shape: torch.Size, reduction: int, divisor: int, log_target: bool) -> Tensor:
+    """Eager ``g·∂ℓ/∂x = -g·y`` (or ``-g·e^y``) in the one buffer it is returned in, from the
+    upstream ``grad`` (in the compute dtype): for 'mean'/'sum' the negation joins the division
+    into the 0-d factor (``grad / -n`` is exactly ``-(grad / n)``)."""
+    if reduction == R.NONE:
+        g = grad if divisor == 1 else grad / divisor
+        return (torch.exp(y).mul_(g) if log_target else torch.mul(y, g)).neg_()
+    n = divisor * (shape.numel() if reduction == R.MEAN else 1)
+    g = grad / -n
+    return torch.exp(y).mul_(g) if log_target else torch.mul(y, g)
 
 
 class KLDivLossFunction(LossFunction):
@@ -425,16 +636,24 @@ class KLDivLossFunction(LossFunction):
 
     ``reduction`` is none/mean/sum; ``divisor`` divides the reduced value afterwards (the batch
     size for ``'batchmean'``, which is 'sum' / N; 1 otherwise). Its gradient is divided likewise.
+
+    **Memory.** :math:`\partial\ell/\partial x` does not involve the input, so when only the
+    input needs a gradient (the usual call) only the target is saved, as torch does; otherwise
+    both. Eager, forward computes the loss in one full-size buffer (plus :math:`e^y` with
+    ``log_target``) and backward only the gradient it returns, :math:`y\cdot(-g)` with the
+    negation and the division by the batch (or element) count folded into the 0-d factor.
     """
 
     @staticmethod
     def forward(input, target, reduction, divisor, log_target):
         # kl_div rejects integral and complex inputs; for two floating operands torch's chain
         # (exp(y) * (y - x), xlogy(y, y) - y * x) gives plain result_type.
-        out_dtype = result_type(input, target)
+        out_dtype = input.dtype if input.dtype == target.dtype else result_type(input, target)
         c = opmath_dtype(out_dtype)
         x, y = _up(input, c), _up(target, c)
-        if log_target:
+        if _eager(c, x, y):
+            loss = _kl_loss_eager(x, y, log_target)
+        elif log_target:
             loss = torch.exp(y) * (y - x)
         else:
             loss = torch.xlogy(y, y) - y * x
@@ -445,20 +664,35 @@ class KLDivLossFunction(LossFunction):
         input, target, reduction, divisor, log_target = inputs
         ctx.reduction, ctx.divisor, ctx.log_target = reduction, divisor, log_target
         ctx.out_dtype = output.dtype
-        ctx.save_for_backward(input, target)
+        # the input's gradient needs only the target (torch's graph keeps just the target too);
+        # the target's needs both. The shapes are kept for the loss's shape in backward.
+        ctx.shapes, ctx.x_dtype = (input.shape, target.shape), input.dtype
+        ctx.save_for_backward(*((input, target) if ctx.needs_input_grad[1] else (target,)))
         ctx.save_for_forward(input, target)
 
     @staticmethod
     def backward(ctx, grad):
-        input, target = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
+        saved = ctx.saved_tensors
+        input, target = saved if need_y else (None, saved[0])
         c = opmath_dtype(ctx.out_dtype)
-        x, y = _up(input, c), _up(target, c)
-        shape = broadcast_shape(x.shape, y.shape)
-        g = _spread(grad, shape, ctx.reduction, ctx.divisor, c)
-        dx, dy = _kl_partials(x, y, ctx.log_target)
-        gx = _pullback(dx, g, shape, input) if need_x else None
-        gy = _pullback(dy, g, shape, target) if need_y else None
+        y = _up(target, c)
+        shape = _shape(*ctx.shapes)
+        x_shape = ctx.shapes[0]
+        gx = gy = None
+        if need_x and not need_y and y.shape == shape and eager_in_place(y, grad):
+            gx = _kl_dx_eager(y, _up(grad, c), shape, ctx.reduction, ctx.divisor, ctx.log_target)
+        else:
+            g = _spread(grad, shape, ctx.reduction, ctx.divisor, c)
+            if need_x:
+                gx = _kl_dx(y, ctx.log_target) * g
+                if gx.shape != shape:
+                    gx = gx.expand(shape)
+            if need_y:
+                gy = _pullback(_kl_dy(_up(input, c), y, ctx.log_target), g, shape, target)
+        if gx is not None:
+            gx = gx if gx.shape == x_shape else gx.sum_to_size(x_shape)
+            gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)
         return gx, gy, None, None, None
 
     @staticmethod
@@ -466,7 +700,8 @@ class KLDivLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = broadcast_shape(x.shape, y.shape)
-        dx, dy = _kl_partials(x, y, ctx.log_target)
+        shape = _shape(x.shape, y.shape)
+        dx = _kl_dx(y, ctx.log_target) if t_input is not None else None
+        dy = _kl_dy(x, y, ctx.log_target) if t_target is not None else None
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
         return _finish(t, shape, ctx.reduction, ctx.divisor, ctx.out_dtype)

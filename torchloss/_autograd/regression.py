@@ -19,18 +19,52 @@ L1 and MSE with a weight use torch's weighted mean :math:`L = S / W`, :math:`S =
 
 Low-precision inputs are computed in float32 (:func:`~torchloss._autograd._base.opmath`) and
 rounded once at the end.
+
+**Eager shortcuts (speed and memory).** torch computes MSE, SmoothL1 and Huber in one fused kernel
+(one full-size buffer for the element-wise loss, one for the gradient) and L1 as ``(x - y).abs()``
+(keeping ``x - y`` for backward). When nothing differentiates, vmaps or traces the computation
+(:func:`~torchloss._autograd._base.eager_in_place`) and the pair is float32 or float64 of one dtype
+without ``weight``, the forward and a first-order backward here allocate no more than that:
+
+* the forward forms :math:`d = x - y` once and turns it into :math:`\varphi(d)` in place
+  (SmoothL1 and Huber need one scratch buffer: above :data:`_CHUNK` elements of a contiguous,
+  same-shape pair they run chunk by chunk, in cache, so the scratch stays small and 'mean'/'sum'
+  allocate nothing full-size at all);
+* the backward forms :math:`d` in the buffer it returns and scales it in place to
+  :math:`\varphi'(d)\,g_\ell` (chunk by chunk too, for 'mean'/'sum': memory then sees one
+  read of the inputs and one write of the gradient); the target's gradient is its negation (a
+  second buffer only when both are wanted).
+
+The many small operations this takes cost about 1-2 us each on small inputs, so there the code
+also avoids operations with a Python number operand where it can (:func:`_const`).
+
+Every other case (``create_graph``, ``torch.func``, forward AD, ``torch.compile``, low precision,
+mixed dtypes, ``weight``, complex) runs the out-of-place code, which is differentiable again; the
+two compute the same values (``tests/test_regression_specific.py`` checks them against each
+other). L1 also keeps less for backward: see :class:`L1LossFunction`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, opmath, unpack
+from ._base import LossFunction, add_tangents, eager_in_place, opmath, unpack
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
+
+# The dtypes of the eager path: computed in their own precision (float16/bfloat16 need opmath).
+_EAGER_DTYPES = (torch.float32, torch.float64)
+
+# Elements per chunk of the chunked eager forward and backward: 512 KiB of float32 per buffer,
+# so that the chunk of x and y, d and the scratch (2 MiB in all) stay in cache between the few
+# in-place passes, while the Python loop (about 10 us a chunk) stays a few percent of the work
+# (measured: 64K-256K elements are within a few percent; 32K and 512K are slower).
+_CHUNK = 1 << 17
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +147,136 @@ def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
     return out.to(ctx.out_dtype)
 
 
+# --------------------------------------------------------------------------------------------
+# The eager path (see the module docstring).
+
+
+def _eager(input: Tensor, target: Tensor, grad: Tensor | None = None) -> bool:
+    """Whether the eager in-place code may run on this (unweighted) pair (and upstream gradient)."""
+    dtype = input.dtype
+    return dtype == target.dtype and dtype in _EAGER_DTYPES and eager_in_place(input, target, grad)
+
+
+def _chunkable(input: Tensor, target: Tensor) -> bool:
+    """Whether the eager code runs chunk by chunk: a contiguous pair of one shape (flat views
+    of both) on the CPU, above :data:`_CHUNK` elements. (On a GPU the caching allocator makes
+    full-size temporaries cheap, and each chunk's operations would be kernel launches.)"""
+    return (
+        input.numel() > _CHUNK
+        and input.device.type == "cpu"
+        and input.shape == target.shape
+        and input.is_contiguous()
+        and target.is_contiguous()
+    )
+
+
+def _eager_forward(phi_, p, input: Tensor, target: Tensor, reduction: int) -> Tensor:
+    """``reduce(φ(input - target))`` with ``phi_(d, scratch, p)`` turning ``d`` into ``φ(d)`` in
+    place (``scratch``: a buffer of ``d``'s size it may use, or None: then it allocates one).
+
+    A contiguous same-shape pair above :data:`_CHUNK` elements is done chunk by chunk: ``d`` and
+    the scratch are chunk-sized (reused), 'none' writes straight into the output and
+    'mean'/'sum' add up the chunks' sums (each a cascade sum, as torch's; the total of a few
+    dozen of them is as accurate as one sum over everything: measured against float64, the
+    errors of both are about half an ulp of the result).
+    """
+    if not _chunkable(input, target):
+        return _reduce(phi_(torch.sub(input, target), None, p), reduction)
+    n = input.numel()
+    x, y = input.view(-1), target.view(-1)
+    scratch = x.new_empty(_CHUNK)
+    out = x.new_empty(n) if reduction == R.NONE else scratch.new_empty(_CHUNK)
+    sums = []
+    for i in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i)
+        d = torch.sub(x[i : i + m], y[i : i + m], out=out[i : i + m] if reduction == R.NONE else out[:m])
+        d = phi_(d, scratch[:m], p)
+        if reduction != R.NONE:
+            sums.append(d.sum())
+    if reduction == R.NONE:
+        return out.view(input.shape)
+    total = torch.stack(sums).sum()
+    return total.div_(_const(n, total.dtype, total.device)) if reduction == R.MEAN else total
+
+
+@functools.lru_cache(maxsize=64)
+def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` (an element count, β, ...) as a 0-dim tensor of ``dtype`` (float32 or float64),
+    never written to.
+
+    Dividing by it is exactly dividing by the Python number (which the operation would wrap into
+    such a tensor on every call, its value rounded to ``dtype`` in the kernel: about 0.9 us of the
+    2 us a division costs on small inputs). Not for float16/bfloat16, whose kernels keep the
+    Python number in float32."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _reduce(loss: Tensor, reduction: int) -> Tensor:
+    """:func:`torchloss._reduction.reduce` for the eager path: 'mean' as the sum divided by
+    the element count, bit for bit torch's ``mean`` on the CPU, with the count cached."""
+    if reduction == R.MEAN:
+        return loss.sum().div_(_const(loss.numel(), loss.dtype, loss.device))
+    return loss.sum() if reduction == R.SUM else loss
+
+
+def _sum_to(grad: Tensor, shape, dtype: torch.dtype) -> Tensor:
+    if grad.shape != shape:
+        grad = grad.sum_to_size(shape)
+    return grad if grad.dtype == dtype else grad.to(dtype)
+
+
+def _split(gd: Tensor, need_x: bool, need_y: bool, x_meta, y_meta, in_place: bool):
+    """``(Σ gd, -Σ gd)`` summed to the shapes (and cast to the dtypes) of input and target.
+
+    ``gd`` is the caller's own buffer when ``in_place``: the input's gradient is then ``gd``
+    itself where no summing or cast is needed, and the target's is negated in place unless
+    that would change the input's."""
+    gx = _sum_to(gd, *x_meta) if need_x else None
+    if not need_y:
+        return gx, None
+    gy = _sum_to(gd, *y_meta)
+    if in_place and gy is not gx:
+        return gx, gy.neg_()
+    return gx, -gy
+
+
+def _eager_backward(dphi_, ctx, grad: Tensor, k: float = 1.0):
+    r"""``(gx, gy)`` from the saved input and target, or None where the eager path does not apply
+    (a weight was saved, other dtypes, or the backward is differentiated or transformed).
+
+    ``dphi_(d, p)`` turns ``d`` in place into :math:`\varphi'(d)/k` for the loss's constant
+    ``k``. For 'mean'/'sum' the constant :math:`k\,g/n` is formed first (a 0-dim operation, as
+    torch's own kernels scale by :math:`g/n`), so the gradient takes two passes over one
+    full-size buffer (a second buffer only when both gradients are wanted); above
+    :data:`_CHUNK` elements of a contiguous same-shape pair, chunk by chunk in cache, so that
+    memory sees one read of the inputs and one write of the gradient, as in torch's fused kernel.
+    """
+    saved = ctx.saved_tensors
+    if len(saved) != 2 or not _eager(*saved, grad):
+        return None
+    input, target = saved
+    if ctx.reduction == R.NONE:
+        d = dphi_(torch.sub(input, target), ctx.p).mul_(grad)
+        if k != 1:
+            d = d.mul_(_const(k, d.dtype, d.device))
+    else:
+        chunked = _chunkable(input, target)
+        d = torch.empty_like(input) if chunked else torch.sub(input, target)
+        scale = k / max(d.numel(), 1) if ctx.reduction == R.MEAN else k  # (empty: any scale)
+        scale = grad if scale == 1 else grad.mul(_const(scale, grad.dtype, grad.device))
+        if chunked:
+            x, y, out = input.view(-1), target.view(-1), d.view(-1)
+            for i in range(0, out.numel(), _CHUNK):
+                chunk = torch.sub(x[i : i + _CHUNK], y[i : i + _CHUNK], out=out[i : i + _CHUNK])
+                dphi_(chunk, ctx.p).mul_(scale)
+        else:
+            d = dphi_(d, ctx.p).mul_(scale)
+    need_x, need_y = ctx.needs_input_grad[:2]
+    if need_x and not need_y and d.shape == input.shape:
+        return d, None  # the usual call, without _split's generality
+    return _split(d, need_x, need_y, (input.shape, input.dtype), (target.shape, target.dtype), True)
+
+
 def _promoted(input: Tensor, target: Tensor) -> torch.dtype:
     # torch broadcasts input and target against each other before computing L1/MSE/SmoothL1, so
     # a 0-dim operand promotes like any other (unlike ``torch.result_type``'s 0-dim rule).
@@ -139,36 +303,81 @@ class L1LossFunction(LossFunction):
     as 0 at :math:`d = 0` (torch's subgradient). For complex inputs :math:`|d|` is the modulus
     and the gradient is :math:`\operatorname{sgn}(d) = d/|d|`, torch's convention for ``abs``.
     Its second derivative is 0 almost everywhere, so ``gradgradcheck`` sees a zero Hessian.
+
+    **Memory.** With ``keep_sign`` (real, unweighted, and an input requires grad: the functional
+    decides) the Function also returns :math:`\operatorname{sign}(d)` as a non-differentiable
+    int8 output and keeps only it for backward (one byte per element; torch keeps the float
+    :math:`d`): the gradients are :math:`\pm\operatorname{sign}(d)\,g_\ell`, linear in
+    :math:`g_\ell` with a piecewise-constant factor, so double backward needs nothing more. The
+    inputs are still saved for forward AD (references, not copies).
     """
 
     @staticmethod
-    def forward(input, target, weight, reduction):
+    def forward(input, target, weight, reduction, keep_sign):
+        if weight is None and _eager(input, target):
+            d = torch.sub(input, target)
+            sign = d.sign().to(torch.int8) if keep_sign else d.new_empty(0, dtype=torch.int8)
+            return _reduce(d.abs_(), reduction), sign
         dtype = _promoted(input, target)
         if dtype.is_complex:
             dtype = dtype.to_real()
         if weight is not None:
             dtype = torch.promote_types(dtype, weight.dtype)
-        return _forward(_abs, None, input, target, weight, reduction, dtype)
+        loss = _forward(_abs, None, input, target, weight, reduction, dtype)
+        if keep_sign:
+            sign = (opmath(input) - opmath(target)).sign().to(torch.int8)
+        else:
+            sign = loss.new_empty(0, dtype=torch.int8)
+        return loss, sign
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, weight, reduction = inputs
-        _setup(ctx, input, target, weight, reduction, None, output)
+        input, target, weight, reduction, keep_sign = inputs
+        loss, sign = output
+        ctx.mark_non_differentiable(sign)
+        ctx.keep_sign = keep_sign
+        if not keep_sign:
+            _setup(ctx, input, target, weight, reduction, None, loss)
+            return
+        ctx.reduction = reduction
+        ctx.p = None
+        ctx.out_dtype = loss.dtype
+        ctx.metas = ((input.shape, input.dtype), (target.shape, target.dtype))
+        ctx.save_for_backward(sign)
+        ctx.save_for_forward(input, target)
 
     @staticmethod
-    def backward(ctx, grad):
-        return (*_backward(_abs, _sgn, ctx, grad), None)
+    def backward(ctx, grad, _grad_sign):
+        if not ctx.keep_sign:
+            return (*_backward(_abs, _sgn, ctx, grad), None, None)
+        (sign,) = ctx.saved_tensors
+        need_x, need_y = ctx.needs_input_grad[:2]
+        if eager_in_place(grad):
+            # int8 x float multiplies slowly (mixed dtypes): convert once, then scale in place
+            if ctx.reduction == R.MEAN:
+                # (the cached count only where the dtype holds it as the Python number would be)
+                n = sign.numel()
+                if grad.dtype in _EAGER_DTYPES:
+                    grad = grad.div(_const(n, grad.dtype, grad.device))
+                else:
+                    grad = grad / n
+            gd = sign.to(grad.dtype).mul_(grad)
+            gx, gy = _split(gd, need_x, need_y, *ctx.metas, True)
+        else:
+            gd = sign * R.unreduce(grad, sign.shape, ctx.reduction)
+            gx, gy = _split(gd, need_x, need_y, *ctx.metas, False)
+        return gx, gy, None, None, None
 
     @staticmethod
-    def jvp(ctx, t_input, t_target, t_weight, _):
-        input, target = ctx.saved_tensors[:2]
+    def jvp(ctx, t_input, t_target, t_weight, _r, _k):
+        input, target = ctx.saved_tensors[:2]  # in jvp: the ones saved for forward
         if input.is_complex() or target.is_complex():
             # d|d| = Re(conj(sgn d) · dd): the real directional derivative of the modulus.
             d = input - target
             t_d = add_tangents(t_input, None if t_target is None else -t_target)
             t_loss = (d.sgn().conj() * t_d).real
-            return R.reduce(t_loss.expand(d.shape), ctx.reduction).to(ctx.out_dtype)
-        return _jvp(_abs, _sgn, ctx, t_input, t_target, t_weight)
+            return R.reduce(t_loss.expand(d.shape), ctx.reduction).to(ctx.out_dtype), None
+        return _jvp(_abs, _sgn, ctx, t_input, t_target, t_weight), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +392,14 @@ def _twice(d, _):
     return 2 * d
 
 
+def _square_(d, _scratch, _):
+    return d.mul_(d)  # (x - y)·(x - y), as torch's kernel
+
+
+def _identity_(d, _):
+    return d  # φ'(d)/2 for the eager backward (k = 2)
+
+
 class MSELossFunction(LossFunction):
     r"""Squared error :math:`\ell = w\,(x - y)^2`.
 
@@ -191,6 +408,8 @@ class MSELossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction):
+        if weight is None and _eager(input, target):
+            return _eager_forward(_square_, None, input, target, reduction)
         dtype = _promoted(input, target)
         if weight is not None:
             dtype = torch.promote_types(dtype, weight.dtype)
@@ -203,6 +422,9 @@ class MSELossFunction(LossFunction):
 
     @staticmethod
     def backward(ctx, grad):
+        grads = _eager_backward(_identity_, ctx, grad, 2.0)
+        if grads is not None:
+            return (*grads, None, None)
         return (*_backward(_square, _twice, ctx, grad), None)
 
     @staticmethod
@@ -225,6 +447,16 @@ def _dhuber(d, delta):
     return d.clamp(-delta, delta)
 
 
+def _huber_(d, scratch, delta):
+    # _huber in place: c in the scratch (or a new buffer), then d becomes (d - c/2)·c
+    c = torch.clamp(d, -delta, delta, out=scratch)
+    return d.sub_(c, alpha=0.5).mul_(c)
+
+
+def _dhuber_(d, delta):
+    return d.clamp_(-delta, delta)
+
+
 class HuberLossFunction(LossFunction):
     r"""Huber loss with threshold :math:`\delta > 0`:
 
@@ -240,6 +472,8 @@ class HuberLossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, reduction, delta):
+        if weight is None and _eager(input, target):
+            return _eager_forward(_huber_, delta, input, target, reduction)
         return _forward(_huber, delta, input, target, weight, reduction, input.dtype)
 
     @staticmethod
@@ -249,6 +483,9 @@ class HuberLossFunction(LossFunction):
 
     @staticmethod
     def backward(ctx, grad):
+        grads = _eager_backward(_dhuber_, ctx, grad)
+        if grads is not None:
+            return (*grads, None, None, None)
         return (*_backward(_huber, _dhuber, ctx, grad), None, None)
 
     @staticmethod
@@ -258,7 +495,7 @@ class HuberLossFunction(LossFunction):
 
 def _smooth_l1(d, beta):
     # Kept as torch's two branches (not Huber/β): dividing δ(|d| - δ/2) by β would add two
-    # roundings to the linear branch.
+    # roundings to the linear branch. (The eager _smooth_l1_ folds 1/β into the clamp instead.)
     ad = d.abs()
     return torch.where(ad < beta, 0.5 * d * d / beta, ad - 0.5 * beta)
 
@@ -266,6 +503,28 @@ def _smooth_l1(d, beta):
 def _dsmooth_l1(d, beta):
     # d/β inside, ±1 outside (exactly ±1 at |d| = β); β = inf gives 0, as the loss is 0 there.
     return (d / beta).clamp(-1.0, 1.0)
+
+
+def _smooth_l1_(d, scratch, beta):
+    r"""_smooth_l1 in place (for :func:`_eager_forward`), without ``where`` (not vectorised on
+    the CPU: about 30 times slower than a pass), as Huber's :math:`c\,(d - c/2)` with the
+    division by :math:`\beta` folded into :math:`c = \operatorname{clamp}(d, -\beta, \beta)`:
+    :math:`\ell = (d - c/2)\cdot(c/\beta)` (both factors have the sign of :math:`d`).
+
+    Outside, :math:`c/\beta` is exactly :math:`\pm 1` and the loss is torch's
+    :math:`|d| - \beta/2` bit for bit; inside it is :math:`(d/2)\cdot(d/\beta)`: two roundings,
+    as torch's :math:`(|d|/2 \cdot |d|)/\beta` (halving is exact). ``beta = inf`` gives 0 inside;
+    NaN stays NaN.
+    """
+    c = torch.clamp(d, -beta, beta, out=scratch)
+    d = d.sub_(c, alpha=0.5)
+    return d.mul_(c if beta == 1 else c.div_(_const(beta, c.dtype, c.device)))  # β = 1: the default
+
+
+def _dsmooth_l1_(d, beta):
+    # β·φ'(d) = clamp(d, -β, β) for the eager backward (k = 1/β): clamp(d/β, -1, 1) = clamp(d,
+    # -β, β)/β, with the division folded into the 0-dim scale g/(βn)
+    return d.clamp_(-beta, beta)
 
 
 class SmoothL1LossFunction(LossFunction):
@@ -282,6 +541,8 @@ class SmoothL1LossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, reduction, beta):
+        if _eager(input, target):
+            return _eager_forward(_smooth_l1_, beta, input, target, reduction)
         dtype = _promoted(input, target)
         return _forward(_smooth_l1, beta, input, target, None, reduction, dtype)
 
@@ -292,6 +553,10 @@ class SmoothL1LossFunction(LossFunction):
 
     @staticmethod
     def backward(ctx, grad):
+        # (below 1e-30, 1/β could overflow float32: the general code divides by β instead)
+        grads = _eager_backward(_dsmooth_l1_, ctx, grad, 1.0 / ctx.p) if ctx.p > 1e-30 else None
+        if grads is not None:
+            return (*grads, None, None)
         gx, gy, _ = _backward(_smooth_l1, _dsmooth_l1, ctx, grad)
         return gx, gy, None, None
 

@@ -69,26 +69,28 @@ under translating all three inputs.
 - w_s \dot d_s)`, reduced. At a swap tie this is the ½/½ average of the two tangents, as torch's
 forward AD of ``minimum``: the jvp is the backward's Jacobian applied to the tangent.
 
-**Second derivatives.** The backward recomputes :math:`u` from the inputs in differentiable
-torch ops, so autograd differentiates the formulas above exactly: for :math:`q = 2`,
+**Second derivatives.** A differentiated backward works on the saved difference vectors, which
+are differentiable outputs of the Function (see *What is saved*), in differentiable torch ops,
+so autograd differentiates the formulas above exactly: for :math:`q = 2`,
 :math:`\partial c_k/\partial u_j = (\delta_{kj} - c_k c_j)/d`; :math:`h` and the weights are
 piecewise constant. ``where``-guarded quotients ("double where") keep the derivatives finite where
 the values are masked.
 
-**What is saved.** The three inputs (for the gradient's :math:`u`) and the per-row distances
-:math:`d_+, d_-` (and :math:`d_s`), returned by ``forward`` as extra non-differentiable outputs.
-The distances cost :math:`O(R)` memory and save the backward a reduction pass (and, for general
-:math:`q`, a ``pow`` over every element) per distance. A backward that is itself differentiated
-(grad mode on: ``create_graph=True``, ``torch.func`` transforms, forward-over-reverse) recomputes
-them from the inputs instead, so higher derivatives see their dependence on the inputs. torch's
-composite keeps every difference vector :math:`u` (an :math:`R \times D` tensor per distance)
-beside the inputs.
+**What is saved.** The difference vectors :math:`u_{ap}, u_{an}` (and :math:`u_{pn}`), as torch's
+composite keeps them, not the inputs; they are extra *differentiable* outputs of ``forward`` (the
+functional returns only the loss), so that a backward which is itself differentiated (grad mode
+on: ``create_graph=True``, ``torch.func`` transforms, forward-over-reverse) differentiates them
+back to the inputs: it recomputes the distances and the hinge from them, and the gradients that
+reach them come back into this Function's backward (:math:`\bar a \mathrel{+}= \bar u_{ap} +
+\bar u_{an}`, etc.). When a gradient will be wanted (the functional says so), the forward also
+returns, non-differentiable, the per-row weights :math:`W_j = |\partial\ell/\partial d_j|\,
+r(d_j)` of the first-order backward (:func:`_row_weights`, :math:`O(R)`), so that this backward is
+one product per term and no reduction or comparison.
 
 **Numerics.** float16/bfloat16 (and complex32) are computed in float32 (complex64) and the loss
-rounded once; so are their gradients. The norms are computed as written, unscaled, exactly like
-torch's kernel: they overflow and underflow at the same magnitudes as torch's (float32: squares
-above ~1.8e19 for :math:`q = 2`), and agree with it elsewhere to rounding. The difference vector
-is formed in torch's order, :math:`(x - y) + \epsilon`, so that :math:`a = p` gives exactly
+rounded once; so are their gradients. The norms are ``torch.linalg.vector_norm``, the kernel of
+torch's ``pairwise_distance``: bit-identical to torch's for the same difference vectors.
+The difference vector is formed in torch's order, :math:`(x - y) + \epsilon`, so that :math:`a = p` gives exactly
 :math:`u = \epsilon` and torch's distance and gradient there. Integer inputs are subtracted
 exactly (in their integer dtype) before the conversion to floating point, as torch does.
 """
@@ -107,6 +109,7 @@ from ._base import (
     LossFunction,
     _combine_categories,
     add_tangents,
+    eager_in_place,
     opmath_dtype,
     result_type,
 )
@@ -196,29 +199,16 @@ def _difference(x: Tensor, y: Tensor, eps: float) -> Tensor:
     return u.add_(eps)
 
 
-def _pnorm(u: Tensor, q: float, consume: bool = False) -> Tensor:
-    r""":math:`\lVert u \rVert_q` over the last dimension, from primitives (see the module notes).
+def _pnorm(u: Tensor, q: float) -> Tensor:
+    r""":math:`\lVert u \rVert_q` over the last dimension (see the module notes).
 
-    ``consume=True`` allows overwriting ``u`` (a temporary the caller no longer needs): the squares
-    of the 2-norm are then formed in place, saving an allocation the size of ``u``.
+    ``torch.linalg.vector_norm`` is the kernel torch's ``pairwise_distance`` itself ends in, so
+    the distances are torch's bit for bit, for every :math:`q` (±inf, 0 and negative included),
+    in one pass and without a temporary the size of ``u``. Where a differentiated backward
+    recomputes the distances, autograd differentiates this norm with torch's own formula, which
+    is the derivative of the module notes (0 where it is undefined, as torch).
     """
-    if q == 2 and not u.is_complex():
-        squares = u.mul_(u) if consume else u * u
-        return squares.sum(-1).sqrt()
-    au = u.abs_() if consume and not u.is_complex() else u.abs()
-    if q == 2:
-        return (au * au).sum(-1).sqrt()
-    if q == 1:
-        return au.sum(-1)
-    if q == math.inf:
-        return au.amax(-1)
-    if q == -math.inf:
-        return au.amin(-1)
-    if q == 0:
-        return (au != 0).sum(-1).to(au.dtype)
-    # |0|^q = inf for q < 0, and inf^(1/q) = 0: a zero component gives d = 0, as torch
-    powers = au.pow_(q) if consume else au.pow(q)
-    return powers.sum(-1).pow(1.0 / q)
+    return torch.linalg.vector_norm(u, q, -1)
 
 
 def _row_scale(d: Tensor, k: Tensor | None, q: float, exact: bool) -> Tensor | None:
@@ -296,13 +286,15 @@ def _dot(c: Tensor, t: Tensor) -> Tensor:
     return (c * t).sum(-1)
 
 
-def _to_input(g: Tensor, like: Tensor) -> Tensor:
-    """A gradient computed on the broadcast (compute-dtype) shape, as ``like``'s gradient: the
-    real part for a real input, summed over broadcast dimensions (a 0-d input's row of one
-    element included), in ``like``'s dtype."""
-    if g.is_complex() and not like.is_complex():
+def _to_input(g: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """A gradient computed on the broadcast (compute-dtype) shape, as the gradient of an input of
+    ``shape`` and ``dtype``: the real part for a real input, summed over broadcast dimensions (a
+    0-d input's row of one element included), in ``dtype``."""
+    if g.is_complex() and not dtype.is_complex:
         g = g.real
-    return R.sum_to(g, like)
+    if g.shape != shape:
+        g = g.sum_to_size(shape)
+    return g if g.dtype == dtype else g.to(dtype)
 
 
 def _backward_is_differentiated(*tensors: Tensor) -> bool:
@@ -399,16 +391,17 @@ def _row_grad(grad: Tensor, z: Tensor, reduction: int) -> Tensor:
 class TripletMarginLossFunction(LossFunction):
     r"""Triplet margin loss with torch's pairwise :math:`q`-norm distance, fully hand-derived.
 
-    ``forward(anchor, positive, negative, margin, p, eps, swap, reduction)`` returns
-    ``(loss, d_pos, d_neg[, d_swap])``: the reduced loss
+    ``forward(anchor, positive, negative, margin, p, eps, swap, reduction, with_grad)`` returns
+    ``(loss, weights, u_ap, u_an[, u_pn])``: the reduced loss
 
     .. math::
         \ell_r = \max\big((m + d(a_r, p_r)) - \delta_r,\; 0\big), \qquad
         \delta_r = d(a_r, n_r) \;\text{or}\; \min\big(d(a_r, n_r), d(p_r, n_r)\big)\ (\text{swap}),
 
     with :math:`d(x, y) = \lVert (x - y) + \epsilon \rVert_q` over the last dimension, followed by
-    the per-row distances, which are non-differentiable outputs kept for the backward (the
-    functional returns only the loss).
+    the backward's per-row weights (non-differentiable; empty unless ``with_grad``) and the
+    difference vectors (differentiable), kept for the backward (module notes, *What is saved*;
+    the functional returns only the loss).
 
     **Gradients** (module notes): with :math:`k_+ = g_r h`, :math:`k_- = g_r h w_-`,
     :math:`k_s = g_r h w_s` and :math:`c = \partial d/\partial u = \operatorname{sgn}(u)|u|^{q-1}
@@ -427,91 +420,75 @@ class TripletMarginLossFunction(LossFunction):
     :math:`\dot d = \sum_k \operatorname{Re}(\bar c_k \dot u_k)`, :math:`\dot u_{ap} = \dot a -
     \dot p`, :math:`\dot u_{an} = \dot a - \dot n`, :math:`\dot u_{pn} = \dot p - \dot n`; reduced.
 
-    **Cost.** Forward: one difference vector at a time, squared (for :math:`q = 2`; made absolute
-    and raised to :math:`q` otherwise) in place and summed, so one :math:`R \times D` temporary.
-    First-order backward (the common case, inputs of one shape): each difference is recomputed
-    once and turned into its gradient term in place, :math:`\bar a` is their difference and the
-    terms become :math:`\bar p`, :math:`\bar n` in place: the three gradients are the only
-    :math:`R \times D` allocations (one more with swap), and there is no reduction pass (the
-    distances are saved). torch's composite recomputes nothing but allocates about twice as many
-    :math:`R \times D` tensors, forward and backward.
+    **Cost.** Forward: the difference vectors (kept for backward) and one norm pass over each, no
+    other :math:`R \times D` temporary. First-order backward: each term :math:`T_j` is the saved
+    :math:`u_j` (for :math:`q = 2`) times its row weight, one fresh buffer; :math:`\bar a` is
+    their difference and the terms become :math:`\bar p`, :math:`\bar n` in place: the three
+    gradients are the only :math:`R \times D` allocations (one more with swap). Saved bytes and
+    peak memory are torch's or below (torch keeps the same difference vectors).
     """
 
     @staticmethod
-    def forward(anchor, positive, negative, margin, p, eps, swap, reduction):
+    def forward(anchor, positive, negative, margin, p, eps, swap, reduction, with_grad):
         a, pos, neg = _rows(anchor), _rows(positive), _rows(negative)
-        d_pos = _pnorm(_difference(a, pos, eps), p, consume=True)
-        d_neg = _pnorm(_difference(a, neg, eps), p, consume=True)
-        d_swap = _pnorm(_difference(pos, neg, eps), p, consume=True) if swap else None
-        loss = _hinge_arg(d_pos, d_neg, d_swap, margin).clamp_min(0)
-        out = R.reduce(loss, reduction).to(triplet_dtype(anchor, positive, negative, swap))
-        return (out, d_pos, d_neg) if d_swap is None else (out, d_pos, d_neg, d_swap)
+        diffs = (_difference(a, pos, eps), _difference(a, neg, eps))
+        if swap:
+            diffs += (_difference(pos, neg, eps),)
+        dists = [_pnorm(u, p) for u in diffs]
+        z = _hinge_arg(dists[0], dists[1], dists[2] if swap else None, margin)
+        out = R.reduce(z.clamp_min(0), reduction)
+        if anchor.dtype == positive.dtype == negative.dtype and anchor.dtype in _PLAIN:
+            dtype = anchor.dtype
+        else:
+            dtype = triplet_dtype(anchor, positive, negative, swap)
+        if out.dtype != dtype:
+            out = out.to(dtype)
+        if with_grad and _has_weights(p):
+            weights = _row_weights(z, dists, p, eager_in_place(z))
+        else:
+            weights = z.new_empty(0)
+        return (out, weights) + diffs
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        anchor, positive, negative, margin, p, eps, swap, reduction = inputs
-        _, *distances = output
-        ctx.mark_non_differentiable(*distances)
+        anchor, positive, negative, margin, p, eps, swap, reduction, with_grad = inputs
+        _, weights, *diffs = output
+        ctx.mark_non_differentiable(weights)
+        ctx.set_materialize_grads(False)
         ctx.margin, ctx.p, ctx.eps, ctx.swap, ctx.reduction = margin, p, eps, swap, reduction
         ctx.out_dtype = output[0].dtype
-        ctx.same_shape = anchor.shape == positive.shape == negative.shape and anchor.dim() > 0
-        ctx.save_for_backward(anchor, positive, negative, *distances)
+        ctx.has_weights = with_grad and _has_weights(p)
+        ctx.like = tuple((t.shape, t.dtype) for t in (anchor, positive, negative))
+        # the difference vectors (which torch's composite keeps too), not the inputs
+        ctx.save_for_backward(weights, *diffs)
         ctx.save_for_forward(anchor, positive, negative)
 
     @staticmethod
-    def backward(ctx, grad, *_distance_grads):
-        anchor, positive, negative, *saved = ctx.saved_tensors
+    def backward(ctx, grad, _grad_weights, *grad_diffs):
         need_a, need_p, need_n = ctx.needs_input_grad[:3]
         if ctx.p == 0 or not (need_a or need_p or need_n):
             # the 0-"norm" counts non-zeros: no gradient (torch returns None for every input)
-            return (None,) * 8
-        q, eps, swap = ctx.p, ctx.eps, ctx.swap
-        a, pos, neg = _rows(anchor), _rows(positive), _rows(negative)
-        recompute = _backward_is_differentiated(anchor, positive, negative, grad)
-        # The first-order eager backward overwrites its own temporaries (as classification's
-        # eager_in_place allows: grad mode off, plain tensors, not compiling) when the three inputs
-        # have one shape, so that no term needs broadcasting or summing.
-        in_place = ctx.same_shape and not recompute and not torch.compiler.is_compiling()
-
-        use_pn = swap and (need_p or need_n or recompute)
-        u_ap = _difference(a, pos, eps) if (need_a or need_p or recompute) else None
-        u_an = _difference(a, neg, eps) if (need_a or need_n or recompute) else None
-        u_pn = _difference(pos, neg, eps) if use_pn else None
-        if recompute:
-            d_pos, d_neg = _pnorm(u_ap, q), _pnorm(u_an, q)
-            d_swap = _pnorm(u_pn, q) if swap else None
-        else:
-            d_pos, d_neg = saved[0], saved[1]
-            d_swap = saved[2] if swap else None
-
-        k_pos = _row_grad(grad, _hinge_arg(d_pos, d_neg, d_swap, ctx.margin), ctx.reduction)
-        k_neg, k_swap = (k_pos, None) if d_swap is None else _swap_weights(d_neg, d_swap, k_pos)
-
-        t_pos = _term(u_ap, d_pos, k_pos, q, in_place, recompute) if u_ap is not None else None
-        t_neg = _term(u_an, d_neg, k_neg, q, in_place, recompute) if u_an is not None else None
-        t_swap = _term(u_pn, d_swap, k_swap, q, in_place, recompute) if u_pn is not None else None
-
+            return (None,) * 9
+        weights, *diffs = ctx.saved_tensors
         ga = gp = gn = None
-        if need_a:
-            ga = t_pos - t_neg
-        if in_place:
-            # the terms are temporaries of the inputs' shape: they become the gradients
-            if need_p:
-                gp = t_pos.neg_() if t_swap is None else t_pos.neg_().sub_(t_swap)
-            if need_n:
-                gn = t_neg if t_swap is None else t_neg.add_(t_swap)
-        else:
-            if need_p:
-                gp = -t_pos if t_swap is None else -t_pos - t_swap
-            if need_n:
-                gn = t_neg if t_swap is None else t_neg + t_swap
-        ga = _to_input(ga, anchor) if need_a else None
-        gp = _to_input(gp, positive) if need_p else None
-        gn = _to_input(gn, negative) if need_n else None
-        return ga, gp, gn, None, None, None, None, None
+        if grad is not None:
+            ga, gp, gn = _loss_grads(ctx, grad, weights, diffs)
+        if any(g is not None for g in grad_diffs):
+            # A differentiated backward used the difference vectors (outputs of this Function)
+            # and sends their gradients back: u_ap = a - p, u_an = a - n, u_pn = p - n.
+            g_ap, g_an, g_pn = tuple(grad_diffs) + (None,) * (3 - len(grad_diffs))
+            neg = (lambda t: None if t is None else -t)  # noqa: E731
+            ga = add_tangents(ga, add_tangents(g_ap, g_an))
+            gp = add_tangents(gp, add_tangents(neg(g_ap), g_pn))
+            gn = add_tangents(gn, neg(add_tangents(g_an, g_pn)))
+        like_a, like_p, like_n = ctx.like
+        ga = _to_input(ga, *like_a) if need_a and ga is not None else None
+        gp = _to_input(gp, *like_p) if need_p and gp is not None else None
+        gn = _to_input(gn, *like_n) if need_n and gn is not None else None
+        return (ga, gp, gn) + (None,) * 6
 
     @staticmethod
-    def jvp(ctx, t_anchor, t_positive, t_negative, _margin, _p, _eps, _swap, _reduction):
+    def jvp(ctx, t_anchor, t_positive, t_negative, _margin, _p, _eps, _swap, _reduction, _with_grad):
         anchor, positive, negative = ctx.saved_tensors
         q, eps, swap = ctx.p, ctx.eps, ctx.swap
         a, pos, neg = _rows(anchor), _rows(positive), _rows(negative)
@@ -524,15 +501,20 @@ class TripletMarginLossFunction(LossFunction):
         tp = None if t_positive is None else _rows(t_positive)
         tn = None if t_negative is None else _rows(t_negative)
 
-        def tangent(u, d, tx, ty):  # ḋ for d(x, y), u = x - y + eps
+        def diff_tangent(u, tx, ty):  # u̇ for u = x - y + eps
             du = add_tangents(tx, None if ty is None else -ty)
+            return None if du is None else du.to(u.dtype)
+
+        def tangent(u, d, du):  # ḋ for d = |u|_q
             if du is None or q == 0:
                 return None
-            return _dot(_term(u, d, None, q, False), du.to(u.dtype))
+            return _dot(_term(u, d, None, q, False), du)
 
-        dz = tangent(u_ap, d_pos, ta, tp)
-        dd_neg = tangent(u_an, d_neg, ta, tn)
-        dd_swap = tangent(u_pn, d_swap, tp, tn) if swap else None
+        du_ap, du_an = diff_tangent(u_ap, ta, tp), diff_tangent(u_an, ta, tn)
+        du_pn = diff_tangent(u_pn, tp, tn) if swap else None
+        dz = tangent(u_ap, d_pos, du_ap)
+        dd_neg = tangent(u_an, d_neg, du_an)
+        dd_swap = tangent(u_pn, d_swap, du_pn) if swap else None
         if swap and (dd_neg is not None or dd_swap is not None):
             w_neg, w_swap = _swap_weights(d_neg, d_swap, torch.ones_like(z))
             dd_neg = None if dd_neg is None else w_neg * dd_neg
@@ -543,7 +525,88 @@ class TripletMarginLossFunction(LossFunction):
             dz = torch.zeros_like(z)
         t_loss = torch.where(z >= 0, dz, 0)
         t_out = R.reduce(t_loss, ctx.reduction).to(ctx.out_dtype)
-        return (t_out, None, None) if not swap else (t_out, None, None, None)
+        # (a differentiable output's tangent must be a tensor here: torch's forward AD trips
+        # over a None for the third one)
+        t_diffs = [torch.zeros_like(u) if du is None else du for u, du in ((u_ap, du_ap), (u_an, du_an), (u_pn, du_pn)) if u is not None]
+        return (t_out, None, *t_diffs)
+
+
+def _has_weights(q: float) -> bool:
+    """Whether the forward precomputes the per-row weights of :func:`_row_weights` for the
+    backward: every finite non-zero norm (±inf share the gradient among the extremal components,
+    which the backward works out from the difference vectors; 0 has no gradient)."""
+    return q != 0 and not math.isinf(q)
+
+
+def _row_weights(z: Tensor, dists: list[Tensor], q: float, fast: bool) -> Tensor:
+    r"""The per-row weights of the first-order backward, stacked on a new first dimension:
+    :math:`W_j = |\partial\ell/\partial d_j|\, r(d_j)` for :math:`d_+, d_-` (and :math:`d_s`),
+    i.e. :math:`h\,r(d_+)`, :math:`h\,w_-\,r(d_-)` (and :math:`h\,w_s\,r(d_s)`), on the loss's
+    shape, with :math:`r(d) = d^{1-q}` (0 where :math:`d = 0`, :func:`_row_scale`).
+
+    Computed by the forward (per row: O(R) memory, a few operations on vectors of R numbers)
+    when the functional says a gradient will be wanted, so that the backward is just
+    :math:`T_j = e(u_j)\,(g_r W_j)` and three sums of terms: no reduction pass, no comparison.
+    ``fast`` (eager): the division by zero is masked in place.
+    """
+    h = z >= 0  # clamp_min passes the gradient at 0; False for a NaN z
+    if len(dists) == 3:
+        hf = h.to(z.dtype)
+        k = torch.stack(torch.broadcast_tensors(hf, *_swap_weights(dists[1], dists[2], hf)))
+    else:
+        k = h  # the same for both distances (broadcast against them below)
+    if dists[0].shape != z.shape or any(d.shape != z.shape for d in dists[1:]):
+        dists = torch.broadcast_tensors(z, *dists)[1:]
+    dist = torch.stack(dists)
+    if q == 2 and fast:
+        return (k / dist).masked_fill_(dist == 0, 0)
+    w = _row_scale(dist, k.to(z.dtype), q, exact=False)
+    return w if w.shape == dist.shape else w.expand(dist.shape)
+
+
+def _loss_grads(ctx, grad: Tensor, weights: Tensor, diffs: list[Tensor]) -> tuple:
+    r"""The gradients of the loss with respect to the three inputs on the broadcast shapes
+    (``None`` where not needed): :math:`T_+ - T_-`, :math:`-T_+ - T_s`, :math:`T_- + T_s` with
+    :math:`T_j = g_r\,\partial\ell/\partial u_j`, from the saved difference vectors.
+
+    First order (nothing differentiates the backward) with the forward's weights:
+    :math:`T_j = e(u_j)\,(g_r W_j)`, and the terms are combined in place (they are fresh
+    temporaries). Otherwise (a differentiated backward, a transform, ±inf norms) the distances,
+    hinge and weights are recomputed from the difference vectors in differentiable operations.
+    """
+    need_a, need_p, need_n = ctx.needs_input_grad[:3]
+    q, swap = ctx.p, ctx.swap
+    u_ap, u_an = diffs[0], diffs[1]
+    u_pn = diffs[2] if swap else None
+    want_pos, want_neg, want_swap = need_a or need_p, need_a or need_n, swap and (need_p or need_n)
+    recompute = _backward_is_differentiated(grad, *diffs)
+    if ctx.has_weights and not recompute:
+        g = R.unreduce(grad if grad.dtype == weights.dtype else grad.to(weights.dtype), weights.shape[1:], ctx.reduction)
+        w = (weights * g).unsqueeze(-1).unbind(0)
+        t_pos = _elementwise(u_ap, q, False) * w[0] if want_pos else None
+        t_neg = _elementwise(u_an, q, False) * w[1] if want_neg else None
+        t_swap = _elementwise(u_pn, q, False) * w[2] if want_swap else None
+        del w  # freed before the gradients are allocated (the step's peak memory)
+    else:
+        d_pos, d_neg = _pnorm(u_ap, q), _pnorm(u_an, q)
+        d_swap = _pnorm(u_pn, q) if swap else None
+        k_pos = _row_grad(grad, _hinge_arg(d_pos, d_neg, d_swap, ctx.margin), ctx.reduction)
+        k_neg, k_swap = (k_pos, None) if d_swap is None else _swap_weights(d_neg, d_swap, k_pos)
+        t_pos = _term(u_ap, d_pos, k_pos, q, False, recompute) if want_pos else None
+        t_neg = _term(u_an, d_neg, k_neg, q, False, recompute) if want_neg else None
+        t_swap = _term(u_pn, d_swap, k_swap, q, False, recompute) if want_swap else None
+    ga = t_pos - t_neg if need_a else None
+    # the terms are fresh temporaries: eager, they become the gradients in place (when their
+    # shapes agree, so that nothing broadcasts into them)
+    in_place = not recompute and not torch.compiler.is_compiling() and u_ap.shape == u_an.shape
+    if swap and in_place:
+        in_place = u_pn.shape == u_ap.shape
+    gp = gn = None
+    if need_p:
+        gp = (t_pos.neg_() if in_place else -t_pos) if t_swap is None else (t_pos.neg_().sub_(t_swap) if in_place else -t_pos - t_swap)
+    if need_n:
+        gn = t_neg if t_swap is None else (t_neg.add_(t_swap) if in_place else t_neg + t_swap)
+    return ga, gp, gn
 
 
 # --------------------------------------------------------------------------------------------
