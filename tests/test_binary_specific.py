@@ -456,3 +456,50 @@ def test_bce_range_check_cpu_fast_path():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "converting a tensor that requires grad" warning
         F.binary_cross_entropy(x.requires_grad_(), y)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_bce_range_check_deferred_to_forward(reduction):
+    # plain CPU calls check inside the forward (the input after the fact, from a NaN loss):
+    # every reduction, a weight that would hide nothing, and torch's order (input first)
+    y = torch.tensor([0.0, 1.0, 0.5])
+    w = torch.tensor([0.0, 2.0, 1.0])
+    for bad in (torch.tensor([0.2, 1.5, 0.4]), torch.tensor([-0.1, 0.5, 0.4]), torch.tensor([0.2, math.nan, 0.4])):
+        for weight in (None, w):
+            with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
+                F.binary_cross_entropy(bad.requires_grad_(), y, weight=weight, reduction=reduction)
+            with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
+                F.binary_cross_entropy(bad.half(), y.half(), reduction=reduction)  # not the eager path
+        with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
+            F.binary_cross_entropy(bad, torch.tensor([0.0, 2.0, 0.5]), reduction=reduction)
+    x = torch.tensor([0.2, 0.7, 0.4])
+    with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
+        F.binary_cross_entropy(x, torch.tensor([0.0, math.nan, 0.5]), reduction=reduction)
+    # a NaN loss from an infinite weight is not an error
+    out = F.binary_cross_entropy(torch.tensor([1.0, 0.5]), torch.tensor([1.0, 0.5]), weight=torch.tensor([math.inf, 1.0]), reduction=reduction)
+    ref = TF.binary_cross_entropy(torch.tensor([1.0, 0.5]), torch.tensor([1.0, 0.5]), weight=torch.tensor([math.inf, 1.0]), reduction=reduction)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_bce_with_logits_chunked_eager_matches(reduction):
+    # above one chunk (2**17 elements, not a multiple of it): the chunked eager forward and
+    # backward against the differentiable path and torch's values
+    gen = torch.Generator().manual_seed(7)
+    n = (1 << 17) * 2 + 123
+    x = torch.randn(n, generator=gen) * 6
+    y = torch.rand(n, generator=gen)
+    y[::5] = 0.0
+    y[1::5] = 1.0
+    (le, ge), (ld, gd) = _eager_and_differentiable(F.binary_cross_entropy_with_logits, x, (y,), {"reduction": reduction})
+    torch.testing.assert_close(le, ld, rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(ge, gd, rtol=4e-6, atol=1e-7)  # lerp vs two products: an ulp
+    ref = TF.binary_cross_entropy_with_logits(x.double(), y.double(), reduction=reduction)
+    torch.testing.assert_close(le.double(), ref, rtol=2e-5, atol=1e-6)
+    if reduction == "none":  # an upstream gradient of the full shape, chunked too
+        up = torch.rand(n, generator=gen)
+        xe = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(xe, y, reduction="none"), xe, up)
+        xt = x.double().requires_grad_()
+        (gt,) = torch.autograd.grad(TF.binary_cross_entropy_with_logits(xt, y.double(), reduction="none"), xt, up.double())
+        torch.testing.assert_close(g.double(), gt, rtol=4e-6, atol=1e-7)

@@ -439,3 +439,35 @@ def test_plain_vmap_over_targets_and_inputs(name):
     g = torch.func.vmap(torch.func.grad(lambda a, y: getattr(F, name)(a, y)))(x, ys)
     g_ref = torch.stack([torch.func.grad(lambda a: getattr(TF, name)(a, y))(a) for a, y in zip(x, ys)])
     _same(g, g_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_plain_cached_constants_match_fresh_ones(monkeypatch, name, shape, dtype, reduction):
+    # small inputs take cached constants in the backward (NLL: a zero template, CE: a column of
+    # -1); the same step without them gives the very same gradient, and a caller writing into
+    # the gradient never reaches the cache
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=gen)
+    up = torch.rand((), generator=gen, dtype=dtype) + 0.5
+    fn = getattr(F, name)
+
+    def grads():
+        a = x.clone().requires_grad_()
+        out = fn(a, y, reduction=reduction)
+        (g,) = torch.autograd.grad(out, a, up.expand_as(out) if reduction == "none" else up)
+        return out.detach(), g
+
+    (_, g), (out2, g2) = grads(), grads()
+    g.fill_(7.0)  # the caller's to write into: a fresh tensor, not the cached template
+    assert torch.equal(g2, grads()[1])
+    monkeypatch.setattr(C, "_TEMPLATE_LIMIT", 0)
+    out_fresh, g_fresh = grads()
+    assert torch.equal(out2, out_fresh) and torch.equal(g2, g_fresh)
+    ref_x = x.clone().requires_grad_()
+    ref = getattr(TF, name)(ref_x, y, reduction=reduction)
+    (ref_g,) = torch.autograd.grad(ref, ref_x, up.expand_as(ref) if reduction == "none" else up)
+    _same(g2, ref_g, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7 if dtype == torch.float32 else 1e-14)

@@ -876,3 +876,33 @@ def test_multilabel_soft_margin_memory_below_torch():
     assert peak_bytes(step(F.multilabel_soft_margin_loss), cpu) <= 2 * x.numel() * 4 + 4096
     assert peak_bytes(step(F.multilabel_soft_margin_loss), cpu) <= peak_bytes(step(TF.multilabel_soft_margin_loss), cpu)
     assert saved_bytes(F.multilabel_soft_margin_loss, (x, y)).total <= saved_bytes(TF.multilabel_soft_margin_loss, (x, y)).total
+
+
+@pytest.mark.parametrize("c", [11, 12, 16])
+def test_multilabel_pairwise_counts_at_their_dtype_limits(monkeypatch, c):
+    # the pairwise counts are summed in int8 while C (C - 1) <= 127, then int16: a row whose
+    # every position names class 0, below every other score, reaches m_0 G_0 = C (C - 1)
+    _force(monkeypatch, "pairwise")
+    x = torch.randn(3, c, generator=_gen(31)).requires_grad_()
+    with torch.no_grad():
+        x[:, 0] = -10.0
+    t = torch.zeros(3, c, dtype=torch.int64)
+    t[1, 1:] = -1  # one position: m_0 = 1
+    for reduction in ("none", "sum"):
+        out = F.multilabel_margin_loss(x, t, reduction=reduction)
+        (g,) = torch.autograd.grad(out.sum(), x)
+        ref, ref_g = _torch_ml(x, t, reduction)
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(g, ref_g)
+
+
+def test_multilabel_pairwise_peak_small_batch():
+    # the pairwise block (N, C, C) is summed without converting it to int64 (8 times its size)
+    from torchloss.bench import peak_bytes
+
+    gen = _gen(32)
+    x = torch.randn(32, 10, generator=gen).requires_grad_()
+    t = torch.randint(0, 10, (32, 10), generator=gen)
+    t[:, 4:] = -1
+    peak = peak_bytes(lambda: torch.autograd.grad(F.multilabel_margin_loss(x, t), x), torch.device("cpu"))
+    assert peak < 32 * 10 * 10 * 8

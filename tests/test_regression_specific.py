@@ -168,6 +168,23 @@ def test_eager_float32_matches_torch(name, kw, chunk, monkeypatch):
         assert report.ok, (reduction, report.problems)
 
 
+@pytest.mark.parametrize("n", [1, 35, 300])
+@pytest.mark.parametrize("name,kw", EAGER_CASES[2:])
+def test_eager_dot_reduction_matches_product_and_sum(name, kw, n, monkeypatch):
+    # at most _DOT_MAX elements, Huber/SmoothL1 'mean'/'sum' end in one dot product: the same
+    # value (to rounding) as the product-and-sum path, and torch's
+    x, y = _pair("flat", torch.float32, n=max(n, 4))
+    x, y = x[:n], y[:n]
+    for reduction in ("mean", "sum"):
+        fn = getattr(F, name)
+        with_dot = fn(x, y, reduction=reduction, **kw)
+        monkeypatch.setattr(RG, "_DOT_MAX", -1)
+        without = fn(x, y, reduction=reduction, **kw)
+        monkeypatch.undo()
+        torch.testing.assert_close(with_dot, without, rtol=1e-6, atol=0)
+        torch.testing.assert_close(with_dot, getattr(TF, name)(x, y, reduction=reduction, **kw), rtol=1e-6, atol=0)
+
+
 def test_eager_elementwise_loss_is_torchs_bit_for_bit():
     # L1, MSE, Huber and SmoothL1 with beta = 1 round as torch's kernels do, chunked or not;
     # SmoothL1 with another beta differs by an ulp or two inside |d| < beta, where both round

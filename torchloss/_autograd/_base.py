@@ -195,7 +195,9 @@ def eager_in_place(*tensors: Tensor | None) -> bool:
     no functorch wrapper among ``tensors`` (a vmap ``BatchedTensor`` may differ in batching from
     the temporary it would be written into).
     """
-    if torch.compiler.is_compiling() or torch.is_grad_enabled() or _fwad._current_level != -1:
+    if torch.is_grad_enabled() or _fwad._current_level != -1 or torch.compiler.is_compiling():
         return False
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    return not any(t is not None and wrapped(t) for t in tensors)
+    for t in tensors:  # (a loop: a generator under any() costs ~0.5 us, a tenth of a small step)
+        if t is not None and _wrapped(t):
+            return False
+    return True

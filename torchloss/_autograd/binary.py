@@ -44,6 +44,8 @@ small batch).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -73,6 +75,65 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 def _softplus(z: Tensor) -> Tensor:
     """``log(1 + e^z)`` with an everywhere-exact autograd derivative (see the module notes)."""
     return torch.logaddexp(z, z.new_zeros(()))
+
+
+# The dtypes the eager code computes in their own precision (float16/bfloat16 need opmath).
+_EAGER_DTYPES = (torch.float32, torch.float64)
+
+# Elements per chunk of the chunked eager BCE-with-logits (512 KiB of float32 per buffer): the
+# chunk's x, y and two scratch buffers stay in cache across the few passes over them, and no
+# full-size temporary is allocated at all (see :func:`_bcel_eager`).
+_CHUNK = 1 << 17
+
+# Up to this many elements the eager code prefers fewer ops to faster ones (a dispatch costs
+# more than the whole loop).
+_FEW = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` (0, -1, an element count) as a cached 0-d tensor of ``dtype`` (float32/64),
+    never written to: an op with a Python number operand wraps it into such a tensor on every
+    call (about a microsecond on a small batch); arithmetic with it is the same arithmetic."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _reduce(loss: Tensor, reduction: int) -> Tensor:
+    """:func:`torchloss._reduction.reduce` for the eager path: 'mean' as the sum divided by the
+    cached element count (bit for bit torch's CPU ``mean``, one dispatch less)."""
+    if reduction == R.MEAN:
+        return loss.sum().div_(_const(loss.numel(), loss.dtype, loss.device))
+    return loss.sum() if reduction == R.SUM else loss
+
+
+def _check_unit(t: Tensor, name: str) -> None:
+    # one aminmax pass and two host reads (NaN propagates into both extremes)
+    if t.numel():
+        lo, hi = torch.aminmax(t)
+        if not (float(lo) >= 0 and float(hi) <= 1):
+            raise RuntimeError(f"all elements of {name} should be between 0 and 1")
+
+
+def _check_bce_values(input: Tensor, target: Tensor, loss: Tensor | None, reduction: int) -> None:
+    """The [0, 1] check of BCE's plain CPU tensors, run inside the forward (no autograd there, so
+    no ``detach``) when the functional defers it. ``target`` is read with one ``aminmax``; the
+    input is checked *after the fact*: an input outside [0, 1] (or NaN) makes its log NaN, and
+    the NaN survives the clamps, the lerp, any weight and the sum, so a reduced loss that is not
+    NaN proves the input in range (one host read); only a NaN loss (or 'none') costs the full
+    pass. ``loss`` None: before the loss exists, only the target. torch reports the input first
+    when both are out of range, so a bad target re-checks the input before raising."""
+    if loss is None:
+        try:
+            _check_unit(target, "target")
+        except RuntimeError:
+            _check_unit(input, "input")
+            raise
+        return
+    if reduction != R.NONE:
+        v = float(loss)
+        if v == v:
+            return
+    _check_unit(input, "input")
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +171,7 @@ def _bce_eager(x: Tensor, y: Tensor, w: Tensor | None, reduction: int) -> Tensor
         neg_loss.mul_(w)
     # negated element-wise (not after the reduction, nor by ``0 - x``, which costs a Python
     # scalar's wrapper tensor): a zero mean is +0.0, as torch's sum of its (-0.0) terms
-    return R.reduce(neg_loss.neg_(), reduction)
+    return _reduce(neg_loss.neg_(), reduction)
 
 
 def _times_grad(gx: Tensor, grad: Tensor, reduction: int, negate: bool = False) -> Tensor:
@@ -118,7 +179,8 @@ def _times_grad(gx: Tensor, grad: Tensor, reduction: int, negate: bool = False) 
     and 'sum'), divided by the number of elements for 'mean'; negated with ``negate``."""
     if grad.dim() == 0:  # 'mean' and 'sum': the factor is a scalar, one pass over gx
         if reduction == R.MEAN:
-            return gx.mul_(grad.div(-gx.numel() if negate else gx.numel()))
+            n = gx.numel()
+            return gx.mul_(grad.div(_const(-n if negate else n, grad.dtype, grad.device)))
         return gx.mul_(grad.neg() if negate else grad)
     gx.mul_(grad)
     return gx.neg_() if negate else gx
@@ -128,7 +190,7 @@ def _bce_grad_eager(x: Tensor, y: Tensor, grad: Tensor, w: Tensor | None, reduct
     """``(x - y) / max(x(1-x), eps)`` times the loss gradient, eager: the gradient's buffer and
     one for the denominator, :math:`x(1-x)` as ``lerp(x, 0, x)`` (:math:`x - x^2` below 1/2,
     :math:`x(1-x)` with an exact :math:`1-x` above: the two roundings of torch's ``(1-x)·x``)."""
-    d = torch.lerp(x, x.new_zeros(()), x).clamp_min_(_BCE_EPS)
+    d = torch.lerp(x, _const(0.0, x.dtype, x.device), x).clamp_min_(_BCE_EPS)
     gx = torch.sub(x, y).div_(d)
     del d
     if w is not None:
@@ -163,21 +225,31 @@ class BCELossFunction(LossFunction):
     requires grad, and the jvp ignores a weight tangent, as ``torch.func.jvp`` of torch's loss
     does. The range checks on ``x`` and ``y`` happen in the functional (they need the values).
     The result has the dtype of ``input`` (which equals that of ``target``).
+
+    ``check`` (the functional sets it for plain CPU tensors outside any transform) asks the
+    forward to run the [0, 1] check itself, mostly after the fact; see :func:`_check_bce_values`.
     """
 
     @staticmethod
-    def forward(input, target, weight, reduction):
-        ct = compute_dtype(input.dtype, weight)
-        if ct == input.dtype and eager_in_place(input, target, weight):
-            return _bce_eager(input, target, weight, reduction)
-        loss = _bce_elementwise(input.to(ct), target.to(ct))
-        if weight is not None:
-            loss = loss * weight.to(ct)
-        return R.reduce(loss, reduction).to(input.dtype)
+    def forward(input, target, weight, reduction, check):
+        if check:
+            _check_bce_values(input, target, None, reduction)
+        dt = input.dtype
+        ct = dt if weight is None and dt in _EAGER_DTYPES else compute_dtype(dt, weight)
+        if ct == dt and eager_in_place(input, target, weight):
+            loss = _bce_eager(input, target, weight, reduction)
+        else:
+            loss = _bce_elementwise(input.to(ct), target.to(ct))
+            if weight is not None:
+                loss = loss * weight.to(ct)
+            loss = R.reduce(loss, reduction).to(dt)
+        if check:
+            _check_bce_values(input, target, loss, reduction)
+        return loss
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, weight, reduction = inputs
+        input, target, weight, reduction, _check = inputs
         ctx.reduction = reduction
         ctx.out_dtype = output.dtype
         tensors = (input, target) if weight is None else (input, target, weight)
@@ -188,24 +260,25 @@ class BCELossFunction(LossFunction):
     def backward(ctx, grad):
         input, target, weight = unpack(ctx, 3)
         need_x, need_y = ctx.needs_input_grad[:2]
-        ct = compute_dtype(input.dtype, weight)
-        if ct == input.dtype and eager_in_place(input, target, weight, grad):
+        dt = input.dtype
+        ct = dt if weight is None and dt in _EAGER_DTYPES else compute_dtype(dt, weight)
+        if ct == dt and eager_in_place(input, target, weight, grad):
             gx = _bce_grad_eager(input, target, grad, weight, ctx.reduction) if need_x else None
             gy = None
             if need_y:
                 gy = torch.logit(input)
                 gy = _times_grad(gy if weight is None else gy.mul_(weight), grad, ctx.reduction, True)
-            return gx, gy, None, None
+            return gx, gy, None, None, None
         x, y, w = input.to(ct), target.to(ct), _cast(weight, ct)
         g = R.unreduce(grad.to(ct), x.shape, ctx.reduction)
         if w is not None:
             g = g * w
         gx = R.sum_to(g * _bce_dx(x, y), input) if need_x else None
         gy = R.sum_to(g * _bce_dy(x), target) if need_y else None
-        return gx, gy, None, None
+        return gx, gy, None, None, None
 
     @staticmethod
-    def jvp(ctx, t_input, t_target, _t_weight, _r):
+    def jvp(ctx, t_input, t_target, _t_weight, _r, _c):
         input, target, weight = unpack(ctx, 3)
         ct = compute_dtype(input.dtype, weight)
         x, y = input.to(ct), target.to(ct)
@@ -242,30 +315,96 @@ def _bcel_dy(x: Tensor, pw: Tensor | None) -> Tensor:
     return (pw - 1) * _softplus(-x) - x
 
 
-def _bcel_eager(x: Tensor, y: Tensor, reduction: int) -> Tensor:
-    r"""The reduced BCE of logits without weights, eager (two full-size buffers), as
-    :math:`T + x(H - y)` with :math:`T = \operatorname{sp}(-|x|)` and :math:`H = [x \ge 0]`:
-    :math:`\operatorname{sp}(-x) + (1-y)x` for :math:`x \ge 0` and
+def _chunked(x: Tensor, *others: Tensor) -> bool:
+    """Whether the eager code runs chunk by chunk: contiguous CPU tensors of one shape above
+    :data:`_CHUNK` elements (on a GPU full-size temporaries are cheap and every chunk's op a
+    kernel launch)."""
+    return (
+        x.numel() > _CHUNK
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and all(t.shape == x.shape and t.is_contiguous() for t in others)
+    )
+
+
+def _bcel_terms(x: Tensor, y: Tensor, t: Tensor | None, h: Tensor | None) -> Tensor:
+    r"""The element-wise BCE of logits into ``t`` (``h``: a scratch of the same size; None:
+    allocated), as :math:`T + x(H - y)` with :math:`T = \operatorname{sp}(-|x|)` and
+    :math:`H = [x \ge 0]`: :math:`\operatorname{sp}(-x) + (1-y)x` for :math:`x \ge 0` and
     :math:`\operatorname{sp}(x) - yx` below, the symmetric form's value without cancellation
     (for targets in [0, 1] both terms are non-negative; :math:`H - y` rounds as torch's
-    :math:`1 - y`), and the same infinities as the differentiable path (an infinite logit
-    times a zero factor is NaN). Fewer ops would do as ``logaddexp(-xy, (1-y)x)``, but that
-    is NaN rather than torch's inf at :math:`x = +\infty, y = 0`, and a few ulp less accurate
-    for targets within :math:`e^{-|x|}` of 0 or 1."""
-    h_y = torch.ge(x, 0, out=torch.empty_like(x)).sub_(y)  # H - y
-    t = torch.abs(x).neg_()
-    t = torch.logaddexp(t, x.new_zeros(()), out=t)  # T = log1p(exp(-|x|)), one pass
-    return R.reduce(torch.addcmul(t, x, h_y, out=t), reduction)
+    :math:`1 - y`), and the same infinities as the differentiable path (an infinite logit times
+    a zero factor is NaN). ``logaddexp(·, 0)`` is a stable softplus in one pass. Fewer ops
+    would do as ``logaddexp(-xy, (1-y)x)`` or ``lerp(sp(x), sp(-x), y)``, but those are NaN
+    rather than torch's inf at :math:`x = +\infty, y = 0`.
+
+    On a few elements ``copysign(x, -1)`` gives :math:`-|x|` and ``heaviside(x, 1)`` gives
+    :math:`H` as a float (1 at ±0) in one op each; on the CPU both are scalar loops (about ten
+    times slower per element than ``abs`` + ``neg_`` and ``ge``), so more elements take those."""
+    zero = _const(0.0, x.dtype, x.device)
+    if t is None and x.numel() <= _FEW:
+        t = torch.copysign(x, _const(-1.0, x.dtype, x.device))
+        h = torch.heaviside(x, _const(1.0, x.dtype, x.device))
+    else:
+        t = torch.abs(x, out=t).neg_()
+        h = torch.ge(x, zero, out=torch.empty_like(x) if h is None else h)
+    t = torch.logaddexp(t, zero, out=t)  # T, one pass
+    return torch.addcmul(t, x, h.sub_(y), out=t)
+
+
+def _bcel_eager(x: Tensor, y: Tensor, reduction: int) -> Tensor:
+    """The reduced BCE of logits without weights, eager (:func:`_bcel_terms`). A large
+    contiguous pair runs chunk by chunk in two chunk-sized buffers that stay in cache across
+    the passes ('none' writes its chunks straight into the output): no full-size temporary at
+    all, where torch's kernel allocates several. 'mean' and 'sum' add up the chunks' sums (each
+    a cascade sum as torch's; the total of a few dozen is as accurate as one sum)."""
+    if not _chunked(x, y):  # (out=None: the ops allocate)
+        return _reduce(_bcel_terms(x, y, None, None), reduction)
+    n = x.numel()
+    xf, yf = x.view(-1), y.view(-1)
+    h = x.new_empty(_CHUNK)
+    out = x.new_empty(n) if reduction == R.NONE else x.new_empty(_CHUNK)
+    sums = []
+    for i in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i)
+        t = out[i : i + m] if reduction == R.NONE else out[:m]
+        t = _bcel_terms(xf[i : i + m], yf[i : i + m], t, h[:m])
+        if reduction != R.NONE:
+            sums.append(t.sum())
+    if reduction == R.NONE:
+        return out.view(x.shape)
+    total = torch.stack(sums).sum()
+    return total.div_(_const(n, total.dtype, total.device)) if reduction == R.MEAN else total
+
+
+def _bcel_dx_into(x: Tensor, y: Tensor, gx: Tensor | None, q: Tensor | None, scale: Tensor) -> Tensor:
+    """``(1-y)σ(x) - yσ(-x)`` times ``scale`` into ``gx`` (``q``: a scratch) as
+    ``lerp(σ(x), -σ(-x), y)``: each sigmoid where it is small enough not to cancel, no
+    ``1 - y`` formed."""
+    q = torch.neg(x, out=q).sigmoid_().neg_()
+    gx = torch.sigmoid(x, out=gx)
+    gx = torch.lerp(gx, q, y, out=gx)
+    return gx.mul_(scale)
 
 
 def _bcel_grad_eager(x: Tensor, y: Tensor, grad: Tensor, reduction: int) -> Tensor:
-    """``(1-y)σ(x) - yσ(-x)`` times the loss gradient, eager, as ``lerp(σ(x), -σ(-x), y)``: each
-    sigmoid where it is small enough not to cancel, no ``1 - y`` formed. Two full-size buffers."""
-    q = torch.neg(x).sigmoid_().neg_()
-    gx = torch.sigmoid(x)
-    gx = torch.lerp(gx, q, y, out=gx)
-    del q
-    return _times_grad(gx, grad, reduction)
+    """The input gradient of :func:`_bcel_eager` (:func:`_bcel_dx_into`): the gradient's buffer
+    and a scratch, chunk by chunk for a large contiguous pair (the scratch chunk-sized)."""
+    scale = grad
+    if grad.dim() == 0 and reduction == R.MEAN:  # the factor of 'mean', formed on the 0-d grad
+        scale = grad.div(_const(x.numel(), grad.dtype, grad.device))
+    if not (_chunked(x, y) and (grad.dim() == 0 or _chunked(x, grad))):
+        return _bcel_dx_into(x, y, None, None, scale)
+    n = x.numel()
+    gx = torch.empty_like(x)
+    xf, yf, gf = x.view(-1), y.view(-1), gx.view(-1)
+    sf = scale.view(-1) if scale.dim() else None
+    q = x.new_empty(_CHUNK)
+    for i in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i)
+        s = scale if sf is None else sf[i : i + m]
+        _bcel_dx_into(xf[i : i + m], yf[i : i + m], gf[i : i + m], q[:m], s)
+    return gx
 
 
 class BCEWithLogitsLossFunction(LossFunction):
@@ -306,14 +445,15 @@ class BCEWithLogitsLossFunction(LossFunction):
 
     @staticmethod
     def forward(input, target, weight, pos_weight, reduction):
-        ct = compute_dtype(torch.promote_types(input.dtype, target.dtype), weight, pos_weight)
         if (
             weight is None
             and pos_weight is None
-            and input.dtype == ct == target.dtype
+            and input.dtype == target.dtype
+            and input.dtype in _EAGER_DTYPES
             and eager_in_place(input, target)
         ):
             return _bcel_eager(input, target, reduction)
+        ct = compute_dtype(torch.promote_types(input.dtype, target.dtype), weight, pos_weight)
         x, y = input.to(ct), target.to(ct)
         # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
         tail = torch.log1p(torch.exp(-x.abs()))
@@ -348,16 +488,13 @@ class BCEWithLogitsLossFunction(LossFunction):
 
     @staticmethod
     def backward(ctx, grad):
-        input, target, ct, w, pw = BCEWithLogitsLossFunction._unpack(ctx)
         need_x, need_y = ctx.needs_input_grad[:2]
-        if (
-            w is None
-            and pw is None
-            and not need_y
-            and input.dtype == ct == target.dtype
-            and eager_in_place(input, target, grad)
-        ):
-            return _bcel_grad_eager(input, target, grad, ctx.reduction), None, None, None, None
+        if not (need_y or ctx.has_weight or ctx.has_pos_weight):
+            input, target = ctx.saved_tensors
+            dt = input.dtype
+            if dt == target.dtype and dt in _EAGER_DTYPES and eager_in_place(input, target, grad):
+                return _bcel_grad_eager(input, target, grad, ctx.reduction), None, None, None, None
+        input, target, ct, w, pw = BCEWithLogitsLossFunction._unpack(ctx)
         x, y = input.to(ct), target.to(ct)
         g = R.unreduce(grad.to(ct), x.shape, ctx.reduction)
         if w is not None:

@@ -359,6 +359,25 @@ def _negated_total(picked: Tensor, reduction: int) -> Tensor:
     return picked.squeeze(1).neg()
 
 
+# Inputs of at most this many elements take cached constants in the backward (see
+# :func:`_zeros_template`): small batches, where each op's dispatch is what a step costs.
+_TEMPLATE_LIMIT = 1 << 16
+
+
+@functools.lru_cache(maxsize=32)
+def _zeros_template(shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """A cached zero tensor of the input's shape, for small float32/float64 CPU inputs.
+
+    The gradient of the plain NLL is then ``zeros.scatter(1, idx, coef)``: one op where a fresh
+    ``new_zeros`` and an in-place ``scatter_`` take two plus the ``eager_in_place`` test (about
+    1.5 us of a small batch's ~25 us). The out-of-place ``scatter`` copies the cached zeros (never
+    written to) and is differentiable in its source, so the same op serves double backward.
+    Made outside inference mode so that a ``create_graph`` backward may use it.
+    """
+    with torch.inference_mode(False):
+        return torch.zeros(shape, dtype=dtype)
+
+
 class NLLLossPlainFunction(LossFunction):
     r""":class:`NLLLossFunction` without weight or ignored targets: :math:`l = -x_t`.
 
@@ -370,6 +389,9 @@ class NLLLossPlainFunction(LossFunction):
 
     @staticmethod
     def forward(input, idx, reduction):
+        if reduction == R.MEAN and input.dtype not in _LOW_PRECISION:
+            # the common case inline (a small batch's forward is mostly call overhead)
+            return input.gather(1, idx).sum().div(_scalar(-idx.numel(), input.dtype))
         loss = _negated_total(opmath(input.gather(1, idx)), reduction)
         return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
@@ -385,11 +407,22 @@ class NLLLossPlainFunction(LossFunction):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         (idx,) = ctx.saved_tensors
+        reduction = ctx.reduction
+        if (
+            reduction != R.NONE
+            and grad.dtype not in _LOW_PRECISION
+            and idx.numel() <= _TEMPLATE_LIMIT
+            and grad.is_cpu
+            and not torch.compiler.is_compiling()
+        ):
+            # a 0-d coefficient, expanded: an (N, 1) one would raise the peak above torch's
+            coef = grad.div(_scalar(-idx.numel(), grad.dtype)) if reduction == R.MEAN else grad.neg()
+            return _zeros_template(ctx.shape, grad.dtype).scatter(1, idx, coef.expand_as(idx)), None, None
         g = opmath(grad)
-        if ctx.reduction == R.MEAN:
+        if reduction == R.MEAN:
             coef = g.div(_scalar(-idx.numel(), g.dtype))
         else:
-            coef = (g if ctx.reduction == R.SUM else g.unsqueeze(1)).neg()
+            coef = (g if reduction == R.SUM else g.unsqueeze(1)).neg()
         if coef.dtype != grad.dtype:
             coef = coef.to(grad.dtype)  # float16/bfloat16: computed in float32, rounded once
         # (expand_as and unpacked sizes: a torch.Size argument costs ~1.5 us more to parse)
@@ -433,6 +466,13 @@ def _picked_log_softmax(input: Tensor, idx: Tensor) -> Tensor:
     return picked
 
 
+@functools.lru_cache(maxsize=32)
+def _minus_ones(shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """A cached CPU tensor of -1 (never written to; see :func:`_zeros_template`)."""
+    with torch.inference_mode(False):
+        return torch.full(shape, -1.0, dtype=dtype)
+
+
 class CrossEntropyPlainFunction(LossFunction):
     r""":class:`CrossEntropyLossFunction` without weight, smoothing or ignored targets:
     :math:`l = -\log p_t` and :math:`\partial l/\partial x_c = s_c - [c = t]`.
@@ -447,6 +487,9 @@ class CrossEntropyPlainFunction(LossFunction):
 
     @staticmethod
     def forward(input, idx, reduction):
+        if reduction == R.MEAN and input.dtype not in _LOW_PRECISION and input.numel() <= _BLOCK:
+            # the common small case inline (the one-pass form of _picked_log_softmax)
+            return torch.log_softmax(input, 1).gather(1, idx).sum().div(_scalar(-idx.numel(), input.dtype))
         loss = _negated_total(_picked_log_softmax(input, idx), reduction)
         return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
@@ -469,8 +512,13 @@ class CrossEntropyPlainFunction(LossFunction):
             coef = g if ctx.reduction == R.SUM else g.unsqueeze(1)
         gx = _softmax(input, 1)
         if eager_in_place(gx, coef):
-            # the softmax buffer becomes the gradient: (s - onehot) * g_n
-            gx.scatter_(1, idx, -1.0, reduce="add").mul_(coef)
+            # the softmax buffer becomes the gradient: (s - onehot) * g_n; small inputs add a
+            # cached column of -1 (a tensor source parses faster than a scalar with a reduce)
+            if idx.numel() <= _TEMPLATE_LIMIT and gx.is_cpu:
+                gx.scatter_add_(1, idx, _minus_ones(idx.shape, gx.dtype))
+            else:
+                gx.scatter_(1, idx, -1.0, reduce="add")
+            gx.mul_(coef)
         else:
             gx = (gx * coef).scatter_add(1, idx, coef.neg().expand_as(idx))
         return (gx if gx.dtype == input.dtype else gx.to(input.dtype)), None, None
