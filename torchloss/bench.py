@@ -534,8 +534,10 @@ during a step above what was allocated before it. Sizes: *small* (about 32 eleme
 call in Python and dispatch) and *large* (about 4M elements, memory-bound); the shapes are
 `BENCH_SHAPES` in `torchloss/bench.py`.
 
-Regenerate this page with `python -m torchloss bench --markdown docs/benchmarks.md --plot docs/img/bench`
-(about 2 minutes on 2 cores; the PNGs need the `bench` extra, matplotlib, and are not committed).
+Regenerate this page with
+`python -m torchloss bench --sweep 4 --markdown docs/benchmarks.md --plot docs/img/bench`
+(about 2 minutes on 2 cores; the PNGs, committed beside this page, need the `bench` extra,
+matplotlib).
 Timings depend on the machine and on its load: compare ratios, not absolute times, and only
 between runs on the same machine.
 
