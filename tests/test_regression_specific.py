@@ -11,6 +11,7 @@ import torch.nn.functional as TF
 import torchloss
 import torchloss.functional as F
 from torchloss._autograd import regression as RG
+from torchloss._autograd._base import constant
 from torchloss.testing import parity, saved_bytes
 
 
@@ -243,3 +244,15 @@ def test_l1_sign_path_low_precision_mean_matches_torch(dtype):
     x, y = (torch.randn(70001, generator=g).to(dtype) for _ in range(2))
     report = parity(F.l1_loss, TF.l1_loss, (x, y), {}, (0, 1), rtol=1e-2, atol=1e-6)
     assert report.ok, report.problems
+
+
+def test_cached_constants_made_under_inference_mode_serve_create_graph():
+    # the eager paths cache 0-d constants (_base.constant); one first made inside
+    # torch.inference_mode must still be a normal tensor that a create_graph backward may save
+    with torch.inference_mode():
+        F.mse_loss(torch.randn(8), torch.randn(8))
+    c = constant(8, torch.float32, torch.device("cpu"))
+    assert not c.is_inference()
+    g = torch.ones(3, requires_grad=True)
+    (gg,) = torch.autograd.grad((g / c).sum(), g)
+    torch.testing.assert_close(gg, torch.full((3,), 1 / 8))

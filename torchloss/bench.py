@@ -372,21 +372,25 @@ def _fmt_bytes(n: int) -> str:
 COLUMNS = ("loss", "size", "shape", "torch", "torchloss", "ratio", "spread", "saved (ours/torch)", "beyond inputs", "peak (ours/torch)")
 
 
+def _cells(r: Result) -> tuple[str, ...]:
+    """A result's cells after the loss name, as the terminal table and the Markdown page show them."""
+    return (
+        r.size,
+        "x".join(map(str, r.shape)),
+        _fmt_time(r.torch_s),
+        _fmt_time(r.ours_s),
+        f"{r.ratio:.2f}",
+        f"±{r.spread / 2:.0%}",
+        f"{_fmt_bytes(r.saved_total[0])} / {_fmt_bytes(r.saved_total[1])}",
+        f"{_fmt_bytes(r.saved_extra[0])} / {_fmt_bytes(r.saved_extra[1])}",
+        f"{_fmt_bytes(r.peak[0])} / {_fmt_bytes(r.peak[1])}",
+    )
+
+
 def format_table(results: list[Result]) -> str:
     rows = [COLUMNS]
     for r in results:
-        rows.append((
-            r.loss,
-            r.size,
-            "x".join(map(str, r.shape)),
-            _fmt_time(r.torch_s),
-            _fmt_time(r.ours_s),
-            f"{r.ratio:.2f}",
-            f"±{r.spread / 2:.0%}",
-            f"{_fmt_bytes(r.saved_total[0])} / {_fmt_bytes(r.saved_total[1])}",
-            f"{_fmt_bytes(r.saved_extra[0])} / {_fmt_bytes(r.saved_extra[1])}",
-            f"{_fmt_bytes(r.peak[0])} / {_fmt_bytes(r.peak[1])}",
-        ))
+        rows.append((r.loss, *_cells(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -713,19 +717,8 @@ def _md_table(results: Sequence[Result]) -> list[str]:
     ]
     for r in results:
         misses = target_misses(r)
-        lines.append("| " + " | ".join((
-            f"`{r.loss}`",
-            r.size,
-            "x".join(map(str, r.shape)),
-            _fmt_time(r.torch_s),
-            _fmt_time(r.ours_s),
-            f"{r.ratio:.2f}",
-            f"±{r.spread / 2:.0%}",
-            f"{_fmt_bytes(r.saved_total[0])} / {_fmt_bytes(r.saved_total[1])}",
-            f"{_fmt_bytes(r.saved_extra[0])} / {_fmt_bytes(r.saved_extra[1])}",
-            f"{_fmt_bytes(r.peak[0])} / {_fmt_bytes(r.peak[1])}",
-            "✗ " + ", ".join(misses) if misses else "✓",
-        )) + " |")
+        mark = "✗ " + ", ".join(misses) if misses else "✓"
+        lines.append("| " + " | ".join((f"`{r.loss}`", *_cells(r), mark)) + " |")
     return lines
 
 

@@ -19,6 +19,7 @@ it while ``torch.compile`` is tracing, so compiled training loops see a single t
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -201,3 +202,43 @@ def eager_in_place(*tensors: Tensor | None) -> bool:
         if t is not None and _wrapped(t):
             return False
     return True
+
+
+@functools.lru_cache(maxsize=128)
+def constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` (an element count, 0, -1, a loss parameter) as a cached 0-d tensor of ``dtype``.
+
+    An op with a Python number operand wraps it into a fresh 0-d tensor on every call (about
+    1 us of a small batch's ~25 us step); arithmetic with this one is the same arithmetic for
+    float32/float64 (not for float16/bfloat16, whose kernels keep a Python number in float32).
+    Cached (a training loop keeps its shapes), never written to, and made outside inference mode
+    so that a ``create_graph`` backward may save it for its own derivative.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype, device=device)
+
+
+def chunked_reduce(x: Tensor, y: Tensor, terms, reduction: int, chunk: int) -> Tensor:
+    """``reduce(terms(x, y))`` for a contiguous same-shape pair, chunk by chunk (eager paths only).
+
+    ``terms(xc, yc, out, scratch)`` computes the element-wise loss of one chunk into ``out``
+    (``scratch``: a buffer of the chunk's size it may use) and returns it. The chunk-sized
+    buffers are reused, so they stay in cache across the chunk's passes and nothing full-size
+    is allocated at all, except the output of ``'none'``, into which the chunks are written
+    directly. ``'mean'``/``'sum'`` add up the chunks' sums: each a cascade sum as torch's, and
+    the total of a few dozen of them is as accurate as one sum over everything.
+    """
+    n = x.numel()
+    xf, yf = x.view(-1), y.view(-1)
+    scratch = xf.new_empty(min(chunk, n))
+    out = xf.new_empty(n) if reduction == R.NONE else xf.new_empty(min(chunk, n))
+    sums = []
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        t = terms(xf[i : i + m], yf[i : i + m], out[i : i + m] if reduction == R.NONE else out[:m], scratch[:m])
+        if reduction != R.NONE:
+            sums.append(t.sum())
+    if reduction == R.NONE:
+        return out.view(x.shape)
+    total = torch.stack(sums).sum()
+    return total.div_(constant(n, total.dtype, total.device)) if reduction == R.MEAN else total

@@ -44,13 +44,11 @@ small batch).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
+from ._base import LossFunction, chunked_reduce, constant as _const, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -89,13 +87,6 @@ _CHUNK = 1 << 17
 # more than the whole loop).
 _FEW = 4096
 
-
-@functools.lru_cache(maxsize=64)
-def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``value`` (0, -1, an element count) as a cached 0-d tensor of ``dtype`` (float32/64),
-    never written to: an op with a Python number operand wraps it into such a tensor on every
-    call (about a microsecond on a small batch); arithmetic with it is the same arithmetic."""
-    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _reduce(loss: Tensor, reduction: int) -> Tensor:
@@ -360,21 +351,7 @@ def _bcel_eager(x: Tensor, y: Tensor, reduction: int) -> Tensor:
     a cascade sum as torch's; the total of a few dozen is as accurate as one sum)."""
     if not _chunked(x, y):  # (out=None: the ops allocate)
         return _reduce(_bcel_terms(x, y, None, None), reduction)
-    n = x.numel()
-    xf, yf = x.view(-1), y.view(-1)
-    h = x.new_empty(_CHUNK)
-    out = x.new_empty(n) if reduction == R.NONE else x.new_empty(_CHUNK)
-    sums = []
-    for i in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - i)
-        t = out[i : i + m] if reduction == R.NONE else out[:m]
-        t = _bcel_terms(xf[i : i + m], yf[i : i + m], t, h[:m])
-        if reduction != R.NONE:
-            sums.append(t.sum())
-    if reduction == R.NONE:
-        return out.view(x.shape)
-    total = torch.stack(sums).sum()
-    return total.div_(_const(n, total.dtype, total.device)) if reduction == R.MEAN else total
+    return chunked_reduce(x, y, _bcel_terms, reduction, _CHUNK)
 
 
 def _bcel_dx_into(x: Tensor, y: Tensor, gx: Tensor | None, q: Tensor | None, scale: Tensor) -> Tensor:

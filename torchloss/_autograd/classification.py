@@ -36,7 +36,9 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import _LOW_PRECISION, LossFunction, eager_in_place, opmath, opmath_dtype
+from ._base import _LOW_PRECISION, LossFunction, constant, eager_in_place, opmath, opmath_dtype
+
+_CPU = torch.device("cpu")
 
 
 def _class_dim(input: Tensor | int) -> int:
@@ -336,24 +338,12 @@ def _smoothing_term(a: Tensor, weight: Tensor | None, input: Tensor, eps: float,
 # ``(N, 1, d1, ..., dK)``, made once by the caller and saved (a view of the target's storage).
 
 
-@functools.lru_cache(maxsize=64)
-def _scalar(value: int, dtype: torch.dtype) -> Tensor:
-    """A 0-d CPU tensor holding ``value`` (a count ``D`` or ``-D``).
-
-    Dividing by it costs about half of dividing by a Python number, which ATen first wraps into a
-    double tensor and converts: ~2 us of a small batch's ~25 us, twice a step. Cached (a training
-    loop keeps its batch size), never written to, and made outside inference mode so that a
-    ``create_graph`` backward may save it for the division's own derivative.
-    """
-    with torch.inference_mode(False):
-        return torch.tensor(value, dtype=dtype)
-
 
 def _negated_total(picked: Tensor, reduction: int) -> Tensor:
     """``-mean`` / ``-sum`` of ``picked`` (``(N, 1, ...)``), or its negation per position with the
     class dimension dropped. For 'mean' the sum is divided by ``-D`` (one op for both)."""
     if reduction == R.MEAN:
-        return picked.sum().div(_scalar(-picked.numel(), picked.dtype))
+        return picked.sum().div(constant(-picked.numel(), picked.dtype, _CPU))
     if reduction == R.SUM:
         return picked.sum().neg()
     return picked.squeeze(1).neg()
@@ -391,7 +381,7 @@ class NLLLossPlainFunction(LossFunction):
     def forward(input, idx, reduction):
         if reduction == R.MEAN and input.dtype not in _LOW_PRECISION:
             # the common case inline (a small batch's forward is mostly call overhead)
-            return input.gather(1, idx).sum().div(_scalar(-idx.numel(), input.dtype))
+            return input.gather(1, idx).sum().div(constant(-idx.numel(), input.dtype, _CPU))
         loss = _negated_total(opmath(input.gather(1, idx)), reduction)
         return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
@@ -416,11 +406,11 @@ class NLLLossPlainFunction(LossFunction):
             and not torch.compiler.is_compiling()
         ):
             # a 0-d coefficient, expanded: an (N, 1) one would raise the peak above torch's
-            coef = grad.div(_scalar(-idx.numel(), grad.dtype)) if reduction == R.MEAN else grad.neg()
+            coef = grad.div(constant(-idx.numel(), grad.dtype, _CPU)) if reduction == R.MEAN else grad.neg()
             return _zeros_template(ctx.shape, grad.dtype).scatter(1, idx, coef.expand_as(idx)), None, None
         g = opmath(grad)
         if reduction == R.MEAN:
-            coef = g.div(_scalar(-idx.numel(), g.dtype))
+            coef = g.div(constant(-idx.numel(), g.dtype, _CPU))
         else:
             coef = (g if reduction == R.SUM else g.unsqueeze(1)).neg()
         if coef.dtype != grad.dtype:
@@ -489,7 +479,7 @@ class CrossEntropyPlainFunction(LossFunction):
     def forward(input, idx, reduction):
         if reduction == R.MEAN and input.dtype not in _LOW_PRECISION and input.numel() <= _BLOCK:
             # the common small case inline (the one-pass form of _picked_log_softmax)
-            return torch.log_softmax(input, 1).gather(1, idx).sum().div(_scalar(-idx.numel(), input.dtype))
+            return torch.log_softmax(input, 1).gather(1, idx).sum().div(constant(-idx.numel(), input.dtype, _CPU))
         loss = _negated_total(_picked_log_softmax(input, idx), reduction)
         return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 
@@ -507,7 +497,7 @@ class CrossEntropyPlainFunction(LossFunction):
         input, idx = ctx.saved_tensors
         g = opmath(grad)
         if ctx.reduction == R.MEAN:
-            coef = g.div(_scalar(idx.numel(), g.dtype))
+            coef = g.div(constant(idx.numel(), g.dtype, _CPU))
         else:
             coef = g if ctx.reduction == R.SUM else g.unsqueeze(1)
         gx = _softmax(input, 1)

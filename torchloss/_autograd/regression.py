@@ -35,7 +35,7 @@ without ``weight``, the forward and a first-order backward here allocate no more
   target's gradient is its negation (a second buffer only when both are wanted).
 
 The many small operations this takes cost about 1-2 us each on small inputs, so there the code
-also avoids operations with a Python number operand where it can (:func:`_const`).
+also avoids operations with a Python number operand where it can (:func:`~torchloss._autograd._base.constant`).
 
 Every other case (``create_graph``, ``torch.func``, forward AD, ``torch.compile``, low precision,
 mixed dtypes, ``weight``, complex) runs the out-of-place code, which is differentiable again; the
@@ -45,14 +45,12 @@ other). L1 also keeps less for backward: see :class:`L1LossFunction`.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, add_tangents, eager_in_place, opmath, unpack
+from ._base import LossFunction, chunked_reduce, constant as _const, add_tangents, eager_in_place, opmath, unpack
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
@@ -213,33 +211,10 @@ def _eager_forward(phi_, p, input: Tensor, target: Tensor, reduction: int, facto
             total = torch.dot(e, c)
             return total.div_(_const(e.numel(), e.dtype, e.device)) if reduction == R.MEAN else total
         return _reduce(phi_(d, None, p), reduction)
-    n = input.numel()
-    x, y = input.view(-1), target.view(-1)
-    scratch = x.new_empty(_CHUNK)
-    out = x.new_empty(n) if reduction == R.NONE else scratch.new_empty(_CHUNK)
-    sums = []
-    for i in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - i)
-        d = torch.sub(x[i : i + m], y[i : i + m], out=out[i : i + m] if reduction == R.NONE else out[:m])
-        d = phi_(d, scratch[:m], p)
-        if reduction != R.NONE:
-            sums.append(d.sum())
-    if reduction == R.NONE:
-        return out.view(input.shape)
-    total = torch.stack(sums).sum()
-    return total.div_(_const(n, total.dtype, total.device)) if reduction == R.MEAN else total
+    return chunked_reduce(
+        input, target, lambda x, y, out, scratch: phi_(torch.sub(x, y, out=out), scratch, p), reduction, _CHUNK
+    )
 
-
-@functools.lru_cache(maxsize=64)
-def _const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``value`` (an element count, β, ...) as a 0-dim tensor of ``dtype`` (float32 or float64),
-    never written to.
-
-    Dividing by it is exactly dividing by the Python number (which the operation would wrap into
-    such a tensor on every call, its value rounded to ``dtype`` in the kernel: about 0.9 us of the
-    2 us a division costs on small inputs). Not for float16/bfloat16, whose kernels keep the
-    Python number in float32."""
-    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _reduce(loss: Tensor, reduction: int) -> Tensor:
