@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, chunked_reduce, constant as _const, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
+from ._base import LossFunction, chunked_reduce, eager_reduce, constant as _const, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
 
 # torch's BCE backward clamps x(1-x) at a float32 1e-12 (9.99999996e-13 when seen in float64).
 _BCE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -87,14 +87,6 @@ _CHUNK = 1 << 17
 # more than the whole loop).
 _FEW = 4096
 
-
-
-def _reduce(loss: Tensor, reduction: int) -> Tensor:
-    """:func:`torchloss._reduction.reduce` for the eager path: 'mean' as the sum divided by the
-    cached element count (bit for bit torch's CPU ``mean``, one dispatch less)."""
-    if reduction == R.MEAN:
-        return loss.sum().div_(_const(loss.numel(), loss.dtype, loss.device))
-    return loss.sum() if reduction == R.SUM else loss
 
 
 def _check_unit(t: Tensor, name: str) -> None:
@@ -162,7 +154,7 @@ def _bce_eager(x: Tensor, y: Tensor, w: Tensor | None, reduction: int) -> Tensor
         neg_loss.mul_(w)
     # negated element-wise (not after the reduction, nor by ``0 - x``, which costs a Python
     # scalar's wrapper tensor): a zero mean is +0.0, as torch's sum of its (-0.0) terms
-    return _reduce(neg_loss.neg_(), reduction)
+    return eager_reduce(neg_loss.neg_(), reduction)
 
 
 def _times_grad(gx: Tensor, grad: Tensor, reduction: int, negate: bool = False) -> Tensor:
@@ -350,7 +342,7 @@ def _bcel_eager(x: Tensor, y: Tensor, reduction: int) -> Tensor:
     all, where torch's kernel allocates several. 'mean' and 'sum' add up the chunks' sums (each
     a cascade sum as torch's; the total of a few dozen is as accurate as one sum)."""
     if not _chunked(x, y):  # (out=None: the ops allocate)
-        return _reduce(_bcel_terms(x, y, None, None), reduction)
+        return eager_reduce(_bcel_terms(x, y, None, None), reduction)
     return chunked_reduce(x, y, _bcel_terms, reduction, _CHUNK)
 
 

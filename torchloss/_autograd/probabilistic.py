@@ -107,26 +107,11 @@ def _up(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t.to(dtype if t.is_complex() else _real(dtype))
 
 
-def _shape(*shapes: torch.Size) -> torch.Size:
-    """:func:`broadcast_shape`, without its loop in the usual case of equal shapes."""
-    first = shapes[0]
-    if all(s == first for s in shapes[1:]):
-        return first
-    return broadcast_shape(*shapes)
-
-
 def _eager(c: torch.dtype, x: Tensor, y: Tensor, *others: Tensor | None) -> bool:
     """Whether the eager in-place path applies: a real compute dtype ``c``, input and target of one
     shape (the loss's, so that a buffer computed from them holds the whole loss), and
     :func:`eager_in_place` (nothing differentiates, vmaps or traces the computation)."""
     return x.shape == y.shape and not c.is_complex and eager_in_place(x, y, *others)
-
-
-def _fit(grad: Tensor, like: Tensor) -> Tensor:
-    """An eager gradient on the loss's shape, summed to the shape of ``like`` and in its dtype."""
-    if grad.shape != like.shape:
-        grad = grad.sum_to_size(like.shape)
-    return grad if grad.dtype == like.dtype else grad.to(like.dtype)
 
 
 def _finish(value: Tensor, shape: torch.Size, reduction: int, divisor: int, dtype: torch.dtype) -> Tensor:
@@ -333,12 +318,12 @@ class PoissonNLLLossFunction(LossFunction):
         need_x, need_y = ctx.needs_input_grad[:2]
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = _shape(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         g = _spread(grad, shape, ctx.reduction, 1, c)
         if _eager(c, x, y, g):
             gx, gy = _poisson_grads_eager(x, y, g, ctx.params, need_x, need_y)
-            gx = None if gx is None else _fit(gx, input)
-            gy = None if gy is None else _fit(gy, target)
+            gx = None if gx is None else R.sum_to(gx, input)
+            gy = None if gy is None else R.sum_to(gy, target)
             return gx, gy, None, None, None, None
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         gx = _pullback(dx, g, shape, input) if need_x else None
@@ -350,7 +335,7 @@ class PoissonNLLLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = _shape(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
         return _finish(t, shape, ctx.reduction, 1, ctx.out_dtype)
@@ -393,7 +378,7 @@ def _gaussian_partials(d: Tensor, vc: Tensor):
 def _gaussian_eager(c: torch.dtype, x: Tensor, y: Tensor, v: Tensor, *others: Tensor | None) -> bool:
     """:func:`_eager`, and var broadcasting into the loss's shape (so that the loss, or a gradient,
     can be computed in place in a buffer of that shape)."""
-    return v.dim() <= x.dim() and _eager(c, x, y, v, *others) and _shape(x.shape, v.shape) == x.shape
+    return v.dim() <= x.dim() and _eager(c, x, y, v, *others) and broadcast_shape(x.shape, v.shape) == x.shape
 
 
 def _gaussian_loss_eager(x: Tensor, y: Tensor, vc: Tensor) -> Tensor:
@@ -525,15 +510,15 @@ class GaussianNLLLossFunction(LossFunction):
         # a plain clamp (a fresh buffer) for the eager path, the straight-through one otherwise
         fast = not torch.is_grad_enabled()
         input, target, var, c, x, y, v, vc = GaussianNLLLossFunction._recompute(ctx, straight_through=not fast)
-        shape = _shape(x.shape, y.shape, v.shape)
+        shape = broadcast_shape(x.shape, y.shape, v.shape)
         g = _spread(grad, shape, ctx.reduction, 1, c)
         need_v = need_v and isinstance(var, Tensor)
         like_v = (var.unsqueeze(-1) if ctx.unsqueeze else var) if need_v else None
         if fast and _gaussian_eager(c, x, y, vc, g):
             gx, gy, gv = _gaussian_grads_eager(x, y, vc, g, need_x, need_y, need_v)
-            gx = None if gx is None else _fit(gx, input)
-            gy = None if gy is None else _fit(gy, target)
-            gv = None if gv is None else _fit(gv, like_v)
+            gx = None if gx is None else R.sum_to(gx, input)
+            gy = None if gy is None else R.sum_to(gy, target)
+            gv = None if gv is None else R.sum_to(gv, like_v)
         else:
             if fast:  # not eager after all: the straight-through clamp
                 vc = _gaussian_var(var, ctx.unsqueeze, ctx.eps, c, x.device, True)[1]
@@ -677,7 +662,7 @@ class KLDivLossFunction(LossFunction):
         input, target = saved if need_y else (None, saved[0])
         c = opmath_dtype(ctx.out_dtype)
         y = _up(target, c)
-        shape = _shape(*ctx.shapes)
+        shape = broadcast_shape(*ctx.shapes)
         x_shape = ctx.shapes[0]
         gx = gy = None
         if need_x and not need_y and y.shape == shape and eager_in_place(y, grad):
@@ -700,7 +685,7 @@ class KLDivLossFunction(LossFunction):
         input, target = ctx.saved_tensors
         c = opmath_dtype(ctx.out_dtype)
         x, y = _up(input, c), _up(target, c)
-        shape = _shape(x.shape, y.shape)
+        shape = broadcast_shape(x.shape, y.shape)
         dx = _kl_dx(y, ctx.log_target) if t_input is not None else None
         dy = _kl_dy(x, y, ctx.log_target) if t_target is not None else None
         t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))

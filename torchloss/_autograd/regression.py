@@ -46,11 +46,10 @@ other). L1 also keeps less for backward: see :class:`L1LossFunction`.
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, chunked_reduce, constant as _const, add_tangents, eager_in_place, opmath, unpack
+from ._base import LossFunction, chunked_reduce, eager_reduce, constant as _const, add_tangents, eager_in_place, opmath, unpack
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
@@ -157,21 +156,9 @@ def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
 
 
 def _eager(input: Tensor, target: Tensor, grad: Tensor | None = None) -> bool:
-    """Whether the eager in-place code may run on this (unweighted) pair (and upstream gradient).
-
-    :func:`~torchloss._autograd._base.eager_in_place` spelled out for these two or three tensors
-    (the same conditions): its generic ``any()`` over a generator costs about 0.5 us a call,
-    and this runs twice in each small forward and backward."""
+    """Whether the eager in-place code may run on this (unweighted) pair (and upstream gradient)."""
     dtype = input.dtype
-    if dtype != target.dtype or dtype not in _EAGER_DTYPES:
-        return False
-    if torch.is_grad_enabled() or _fwad._current_level != -1 or _compiling():
-        return False
-    return not (_wrapped(input) or _wrapped(target) or (grad is not None and _wrapped(grad)))
-
-
-_compiling = torch.compiler.is_compiling
-_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return dtype == target.dtype and dtype in _EAGER_DTYPES and eager_in_place(input, target, grad)
 
 
 def _chunkable(input: Tensor, target: Tensor) -> bool:
@@ -210,19 +197,11 @@ def _eager_forward(phi_, p, input: Tensor, target: Tensor, reduction: int, facto
                 e, c = e.view(-1), c.view(-1)
             total = torch.dot(e, c)
             return total.div_(_const(e.numel(), e.dtype, e.device)) if reduction == R.MEAN else total
-        return _reduce(phi_(d, None, p), reduction)
+        return eager_reduce(phi_(d, None, p), reduction)
     return chunked_reduce(
         input, target, lambda x, y, out, scratch: phi_(torch.sub(x, y, out=out), scratch, p), reduction, _CHUNK
     )
 
-
-
-def _reduce(loss: Tensor, reduction: int) -> Tensor:
-    """:func:`torchloss._reduction.reduce` for the eager path: 'mean' as the sum divided by
-    the element count, bit for bit torch's ``mean`` on the CPU, with the count cached."""
-    if reduction == R.MEAN:
-        return loss.sum().div_(_const(loss.numel(), loss.dtype, loss.device))
-    return loss.sum() if reduction == R.SUM else loss
 
 
 def _sum_to(grad: Tensor, shape, dtype: torch.dtype) -> Tensor:
@@ -318,7 +297,7 @@ class L1LossFunction(LossFunction):
         if weight is None and _eager(input, target):
             d = torch.sub(input, target)
             sign = d.sign().to(torch.int8) if keep_sign else d.new_empty(0, dtype=torch.int8)
-            return _reduce(d.abs_(), reduction), sign
+            return eager_reduce(d.abs_(), reduction), sign
         dtype = _promoted(input, target)
         if dtype.is_complex:
             dtype = dtype.to_real()
