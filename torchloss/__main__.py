@@ -3,7 +3,8 @@
 Subcommands:
 
 * ``check`` -- a parity report of torchloss against the installed torch (see :mod:`torchloss.check`);
-* ``bench`` -- speed and memory of every loss against torch.nn.functional (see :mod:`torchloss.bench`).
+* ``bench`` -- speed and memory of every loss against torch.nn.functional (see :mod:`torchloss.bench`);
+* ``build`` -- compile the optional native CPU kernels (see :mod:`torchloss._native`).
 
 Each subcommand lives in its own module with an ``add_parser(subparsers)`` that registers it and
 sets ``func`` (called with the parsed arguments, returning the exit status).
@@ -16,9 +17,9 @@ import sys
 
 
 def _subcommands():
-    from . import bench, check
+    from . import bench, build, check
 
-    return [check, bench]
+    return [check, bench, build]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from . import _native as native
 from . import _reduction as R
 from ._autograd._base import Dispatch, broadcast_shape, result_type
 from ._autograd.binary import BCELossFunction, BCEWithLogitsLossFunction, SoftMarginLossFunction
@@ -730,6 +731,10 @@ _ce_probs = Dispatch(CrossEntropyProbsLossFunction)
 # The fast Functions of plain index targets (no weight, smoothing or ignored target).
 _nll_plain = Dispatch(NLLLossPlainFunction)
 _ce_plain = Dispatch(CrossEntropyPlainFunction)
+# the native kernel of each plain Function, and the reference it falls back on for double backward
+_PLAIN_KERNELS = {NLLLossPlainFunction: "nll_loss"}
+native.REFERENCES["nll_loss"] = lambda t, s: NLLLossPlainFunction.apply(t[0], t[1].unsqueeze(1), int(s[0]))
+_NATIVE_FLOAT = (torch.float32, torch.float64)
 
 
 def _plain_layout(input: Tensor, target: Tensor) -> bool:
@@ -793,7 +798,20 @@ _functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 def _plain_apply(plain: Dispatch, input: Tensor, target: Tensor, code: int) -> Tensor:
     """``plain(input, idx, code)``, straight to the C apply (``plain.eager``) when no functorch
     transform is active and neither tensor is a functorch wrapper: what ``Dispatch`` checks,
-    ``torch.compile`` being ruled out by :func:`_plain_layout` already. About 1 us less a call."""
+    ``torch.compile`` being ruled out by :func:`_plain_layout` already. About 1 us less a call.
+    A contiguous float/double ``(N, C)`` input takes the native kernel when it is built (its
+    out-of-range targets raise a RuntimeError, as the reference's ``gather`` does)."""
+    kernels, name = native.module, _PLAIN_KERNELS.get(plain.function)
+    if (
+        kernels is not None
+        and name is not None
+        and input.dim() == 2
+        and input.dtype in _NATIVE_FLOAT
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and native.eager(input, target)
+    ):
+        return getattr(kernels, name)(input, target, code)
     idx = target.unsqueeze(1)
     if _functorch_on() or _functorch_wrapped(input) or _functorch_wrapped(target):
         return plain(input, idx, code)

@@ -267,14 +267,19 @@ def check_vmap(
 
 def graph_functions(output: Tensor) -> list[type | str]:
     """Every node between ``output`` and its leaves: the ``autograd.Function`` class for custom
-    Functions, the node's class name for torch's own (``'AccumulateGrad'`` for leaves)."""
+    Functions, the node's name for C++ ones (``'torch::autograd::CppNode<torchloss::...>'`` for
+    torchloss's native kernels), the node's class name for torch's own (``'AccumulateGrad'`` for
+    leaves)."""
     seen, found, stack = set(), [], [output.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        found.append(getattr(node, "_forward_cls", None) or type(node).__name__)
+        cls = getattr(node, "_forward_cls", None)
+        if cls is None and type(node).__name__ == "CppFunction":
+            cls = node.name()
+        found.append(cls or type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
     return found
 

@@ -1,0 +1,63 @@
+// Shared declarations of torchloss's native (C++) CPU kernels.
+//
+// Each kernel is a torch::autograd::Function with a hand-written forward and backward loop over
+// contiguous float/double CPU tensors: the fast path of one plain, eager call of a loss, beside
+// the Python reference Function of torchloss/_autograd (which every other call uses, and which
+// the tests compare each kernel with). The Python side (torchloss/_native/__init__.py) decides
+// when a call may take a kernel; a kernel that meets anything it does not handle raises, and the
+// caller falls back to the reference.
+//
+// The loops are not differentiable, so a backward run with create_graph=True (grad mode on
+// inside the backward) hands the node's saved inputs to the Python reference instead: it
+// recomputes the loss with its own Function and differentiates that with create_graph=True, so
+// double backward sees exactly the reference's graph.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+namespace torchloss {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// torch's reduction enum, as torchloss._reduction's codes.
+constexpr int64_t kNone = 0;
+constexpr int64_t kMean = 1;
+constexpr int64_t kSum = 2;
+
+// The gradients of the reference loss `name` (registered on the Python side) at the saved
+// `tensors` and `scalars`, for the upstream gradient `grad`, with create_graph=True; one entry
+// per forward argument (`n_args`: tensors first, then scalars), undefined where there is none.
+variable_list reference_backward(const char* name, const std::vector<at::Tensor>& tensors,
+                                 const std::vector<double>& scalars, const at::Tensor& grad,
+                                 size_t n_args);
+
+// Accumulator type of a loop over scalar_t: double for float too (the sums of a reduction are
+// then more accurate than torch's float cascade sums, and independent of the thread count).
+template <typename scalar_t>
+using acc_t = double;
+
+// Checks shared by every kernel's entry: a CPU floating tensor of float or double dtype.
+inline void check_float_cpu(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu(), "torchloss native: ", what, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              "torchloss native: ", what, " must be float32 or float64");
+}
+
+// Elements per block of a parallel reduction: the blocks are fixed (not per thread), so a sum
+// does not depend on the number of threads.
+constexpr int64_t kBlock = 1 << 14;
+
+// --- kernels: one file per family, each defining its register_<family>(m) ---------------------
+// bindings.cpp calls every one that is linked in (they are weak references there, so that a
+// build of some families only -- TORCHLOSS_NATIVE_FILES -- links too).
+void register_classification(py::module& m);
+void register_binary(py::module& m);
+void register_regression(py::module& m);
+void register_margin(py::module& m);
+void register_multilabel(py::module& m);
+
+}  // namespace torchloss
