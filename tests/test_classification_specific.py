@@ -11,6 +11,7 @@ import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
+from torchloss import _native as native
 from torchloss.testing import check_autograd, graph_functions, saved_bytes
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -342,7 +343,8 @@ def test_plain_matches_general_function(name, shape, dtype, reduction):
 
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_plain_differentiable_backward_matches_eager(name, reduction):
+def test_plain_differentiable_backward_matches_eager(name, reduction, monkeypatch):
+    monkeypatch.setattr(native, "module", None)  # the Python plain Functions (the kernels: test_native_*)
     # create_graph=True takes the out-of-place path; plain backward takes the in-place one
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 3, 1, 1, 2])
@@ -358,7 +360,8 @@ def test_plain_differentiable_backward_matches_eager(name, reduction):
 
 
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
-def test_functional_picks_plain_only_when_nothing_is_ignored(name):
+def test_functional_picks_plain_only_when_nothing_is_ignored(name, monkeypatch):
+    monkeypatch.setattr(native, "module", None)
     x = torch.randn(4, 5, requires_grad=True)
     fn, ref = getattr(F, name), getattr(TF, name)
     plain = "NLLLossPlainFunction" if name == "nll_loss" else "CrossEntropyPlainFunction"
@@ -421,7 +424,8 @@ def test_blocked_log_softmax_matches_one_pass(monkeypatch, shape, dtype):
     _same(out, TF.cross_entropy(x.double(), y.squeeze(1)).expand(2), rtol=1e-12, atol=1e-12)
 
 
-def test_plain_nll_keeps_only_the_target():
+def test_plain_nll_keeps_only_the_target(monkeypatch):
+    monkeypatch.setattr(native, "module", None)
     x, y = torch.randn(64, 100), torch.randint(0, 100, (64,))
     ours = saved_bytes(F.nll_loss, (x, y))
     theirs = saved_bytes(TF.nll_loss, (x, y))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import torchloss.functional as TF
-from native_util import check_double_backward, check_kernel, requires_native, takes_kernel
+from native_util import check_double_backward, check_kernel, kernel_nodes, requires_native, takes_kernel
 
 pytestmark = requires_native
 
@@ -41,3 +41,105 @@ def test_nll_reference_takes_the_rest():
     # the ignored index outside [0, C): the kernel's bounds check sends it to the reference
     t2 = torch.tensor([0, -100, 1, 1, 2, 0])
     torch.testing.assert_close(TF.nll_loss(x, t2), torch.nn.functional.nll_loss(x, t2))
+
+
+# --- cross entropy, plain index targets ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (32, 10), (7, 1000), (50, 2000), (300, 37)], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ce_matches_reference(shape, reduction, dtype):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g, dtype=dtype) * 4
+    t = torch.randint(0, shape[1], shape[:1], generator=g)
+    check_kernel(TF.cross_entropy, (x, t), {"reduction": reduction}, node="CrossEntropyPlain")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ce_extreme_logits(reduction):
+    # a dominating logit (tiny loss: formed as (x_t - m) - log S), very negative logits (exp
+    # underflow) and large spreads
+    x = torch.tensor([[100.0, 0.0, -100.0], [0.0, 30.0, -30.0], [-1e4, 0.0, 1e4], [5.0, 5.0, 5.0]])
+    t = torch.tensor([0, 1, 0, 2])
+    check_kernel(TF.cross_entropy, (x, t), {"reduction": reduction}, node="CrossEntropyPlain")
+
+
+def test_ce_non_finite_like_torch():
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[nan, 1.0, 2.0], [0.0, inf, 1.0], [-inf, 0.0, 1.0], [1.0, 2.0, nan]])
+    t = torch.tensor([1, 0, 2, 0])
+    assert takes_kernel(TF.cross_entropy, (x, t))
+    got = TF.cross_entropy(x, t, reduction="none")
+    want = torch.nn.functional.cross_entropy(x, t, reduction="none")
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ce_parallel_blocks_do_not_depend_on_threads(reduction):
+    # more rows than one block: the parallel path; the same bits on 1 and 2 threads
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(400, 300, generator=g).requires_grad_()
+    t = torch.randint(0, 300, (400,), generator=g)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            loss = TF.cross_entropy(x, t, reduction=reduction)
+            (gx,) = torch.autograd.grad(loss, x, torch.ones_like(loss))
+            results.append((loss, gx))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_ce_upstream_grad_non_contiguous():
+    x = torch.randn(6, 4, requires_grad=True)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    loss = TF.cross_entropy(x, t, reduction="none")
+    assert kernel_nodes(loss) == ["CrossEntropyPlain"]
+    go = torch.randn(12)[::2]
+    (got,) = torch.autograd.grad(loss, x, go)
+    (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(x, t, reduction="none"), x, go)
+    torch.testing.assert_close(got, want)
+    (got,) = torch.autograd.grad(TF.cross_entropy(x, t, reduction="none"), x, torch.tensor(2.0).expand(6))
+    (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(x, t, reduction="none"), x, torch.full((6,), 2.0))
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ce_double_backward(reduction):
+    x = torch.randn(6, 4, dtype=torch.float64)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    check_double_backward(TF.cross_entropy, (x, t), {"reduction": reduction})
+
+
+def test_ce_no_input_grad():
+    x = torch.randn(6, 4)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    torch.testing.assert_close(TF.cross_entropy(x, t), torch.nn.functional.cross_entropy(x, t))
+
+
+def test_ce_reference_takes_the_rest():
+    x = torch.randn(6, 4)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    assert not takes_kernel(TF.cross_entropy, (x.t().contiguous().t(), t))  # non-contiguous
+    assert not takes_kernel(TF.cross_entropy, (x.half(), t))
+    assert not takes_kernel(TF.cross_entropy, (x, t), {"weight": torch.rand(4)})
+    assert not takes_kernel(TF.cross_entropy, (x, t), {"label_smoothing": 0.1})
+    assert not takes_kernel(TF.cross_entropy, (x, t), {"ignore_index": 1})
+    assert not takes_kernel(TF.cross_entropy, (x.reshape(6, 4, 1), t.reshape(6, 1)))
+    assert not takes_kernel(TF.cross_entropy, (x, torch.softmax(x, 1)))  # probabilities
+    assert not takes_kernel(TF.cross_entropy, (x[0], t[0]))  # unbatched
+    with pytest.raises(IndexError, match="out of bounds"):
+        TF.cross_entropy(x, torch.tensor([0, 4, 1, 1, 2, 0]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        TF.cross_entropy(torch.randn(100, 50), torch.full((100,), 50))  # range read first
+    # the ignored index outside [0, C): the kernel's bounds check sends it to the reference
+    for n, c in ((6, 4), (100, 50)):
+        x2 = torch.randn(n, c)
+        t2 = torch.randint(0, c, (n,))
+        t2[1] = -100
+        torch.testing.assert_close(TF.cross_entropy(x2, t2), torch.nn.functional.cross_entropy(x2, t2))
+        assert not takes_kernel(TF.cross_entropy, (x2, t2))

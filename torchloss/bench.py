@@ -687,12 +687,21 @@ def machine_info(device: str, dtype: str, floor: tuple[float, float] | None = No
         ("torch threads", threads),
         ("torch", f"{torch.__version__} ({', '.join(build)})"),
         ("torchloss", __version__),
+        ("native kernels", _native_text()),
         ("OS", platform.platform()),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
         ("device", dev),
         ("dtype", dtype),
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
     ] + ([("autograd.Function floor", _floor_text(floor))] if floor else [])
+
+
+def _native_text() -> str:
+    from . import _native
+
+    names = sorted(n for n in dir(_native.module) if not n.startswith("_") and n != "set_reference") if _native.module else []
+    where = _native.state.replace(str(__import__("pathlib").Path.home()), "~")
+    return f"{where}: {', '.join(names)}" if names else where
 
 
 def _floor_text(floor: tuple[float, float]) -> str:

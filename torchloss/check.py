@@ -26,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from functools import partial
 from typing import TextIO
 
@@ -475,6 +476,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         f"{' (quick)' if args.quick else ''} in {elapsed:.1f} s: {verdict}",
         file=out,
     )
+    from . import _native
+
+    print(f"native CPU kernels: {_native.state.replace(str(Path.home()), '~')}", file=out)
     if failures:
         print(f"\nFailures ({len(failures)}):", file=out)
         for f in failures[:MAX_LISTED_FAILURES]:

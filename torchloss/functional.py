@@ -227,6 +227,8 @@ def smooth_l1_loss(
         )
     if not (input.dtype == target.dtype and input.dtype.is_floating_point):
         _require_floating("smooth_l1_loss", input, target)
+    if native.module is not None and beta > 0 and _regression_native(input, target):  # (not NaN)
+        return native.module.smooth_l1_loss(input, target, code, float(beta))
     return _smooth_l1(input, target, code, float(beta))
 
 
@@ -264,7 +266,29 @@ def huber_loss(
                 f"to the dtype of input"
             )
         raise NotImplementedError(f"huber_loss: expected floating-point input and target, got {pair}")
+    if weight is None and native.module is not None and delta > 0 and _regression_native(input, target):
+        return native.module.huber_loss(input, target, code, float(delta))  # (delta > 0: not NaN)
     return _huber(input, target, weight, code, float(delta))
+
+
+# The native kernels of SmoothL1 and Huber (csrc/regression.cpp) take a contiguous float32/float64
+# pair of one shape and dtype (Huber without weight; SmoothL1 with beta > 0, beta == 0 being L1);
+# the reference they fall back on for double backward has the kernels' arguments.
+_REGRESSION_NATIVE_DTYPES = (torch.float32, torch.float64)
+native.REFERENCES["huber_loss"] = lambda t, s: HuberLossFunction.apply(t[0], t[1], None, int(s[0]), s[1])
+native.REFERENCES["smooth_l1_loss"] = lambda t, s: SmoothL1LossFunction.apply(t[0], t[1], int(s[0]), s[1])
+
+
+def _regression_native(input: Tensor, target: Tensor) -> bool:
+    return (
+        input.dtype in _REGRESSION_NATIVE_DTYPES
+        and input.dtype == target.dtype
+        and input.shape == target.shape
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and native.eager(input, target)
+    )
+
 
 # ============================================================================================
 # Binary: BCE, BCEWithLogits, SoftMargin
@@ -407,10 +431,40 @@ def binary_cross_entropy(
     if not check:
         _check_unit_interval(input, "input")
         _check_unit_interval(target, "target")
+    elif (
+        native.module is not None
+        and input.numel() <= _BCE_NATIVE_MAX
+        and input.dtype in _NATIVE_FLOAT
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and (weight is None or _native_weight(weight, input))
+        and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
+    ):
+        # the kernel checks the [0, 1] range in its loop and raises the reference's messages
+        return native.module.binary_cross_entropy(input, target, weight, code)
     return _bce(input, target, weight, code, check)
 
 
 _bce_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+# The native kernels of the binary family (torchloss/_native/csrc/binary.cpp): contiguous
+# float/double input, target and weight (None or of the input's shape and dtype) of one shape,
+# no pos_weight, up to these many elements. The kernels' loops are scalar (a log, exp or log1p
+# call per element, ~10 ns each); above these sizes the reference's vectorised eager ops cost
+# less than the loops, and take the call (measured crossovers: about 3000 and 1300 elements).
+_BCE_NATIVE_MAX = 2048
+_BCE_LOGITS_NATIVE_MAX = 1024
+native.REFERENCES["binary_cross_entropy"] = lambda t, s: BCELossFunction.apply(
+    t[0], t[1], t[2] if len(t) > 2 else None, int(s[0]), False
+)
+native.REFERENCES["binary_cross_entropy_with_logits"] = lambda t, s: BCEWithLogitsLossFunction.apply(
+    t[0], t[1], t[2] if len(t) > 2 else None, None, int(s[0])
+)
+
+
+def _native_weight(weight: Tensor, input: Tensor) -> bool:
+    """Whether a binary kernel takes ``weight``: contiguous, of the input's shape and dtype."""
+    return weight.dtype == input.dtype and weight.shape == input.shape and weight.is_contiguous()
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,6 +515,18 @@ def binary_cross_entropy_with_logits(
         _check_fits(fn, "weight", weight, input.shape)
         if weight.dtype.is_complex:
             raise RuntimeError(f"{fn}: weight must be real, got {_name(weight.dtype)}")
+    if (
+        pos_weight is None
+        and native.module is not None
+        and input.numel() <= _BCE_LOGITS_NATIVE_MAX
+        and input.dtype in _NATIVE_FLOAT
+        and target.dtype == input.dtype
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and (weight is None or _native_weight(weight, input))
+        and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
+    ):
+        return native.module.binary_cross_entropy_with_logits(input, target, weight, code)
     return _bce_logits(input, target, weight, pos_weight, code)
 
 
@@ -732,8 +798,9 @@ _ce_probs = Dispatch(CrossEntropyProbsLossFunction)
 _nll_plain = Dispatch(NLLLossPlainFunction)
 _ce_plain = Dispatch(CrossEntropyPlainFunction)
 # the native kernel of each plain Function, and the reference it falls back on for double backward
-_PLAIN_KERNELS = {NLLLossPlainFunction: "nll_loss"}
+_PLAIN_KERNELS = {NLLLossPlainFunction: "nll_loss", CrossEntropyPlainFunction: "cross_entropy"}
 native.REFERENCES["nll_loss"] = lambda t, s: NLLLossPlainFunction.apply(t[0], t[1].unsqueeze(1), int(s[0]))
+native.REFERENCES["cross_entropy"] = lambda t, s: CrossEntropyPlainFunction.apply(t[0], t[1].unsqueeze(1), int(s[0]))
 _NATIVE_FLOAT = (torch.float32, torch.float64)
 
 
@@ -1034,6 +1101,11 @@ def _check_smoothing(smoothing: float) -> None:
 
 # Module-global Dispatch objects: the Function, or its jvp-less twin under torch.compile.
 _multi_margin = Dispatch(MultiMarginLossFunction)
+# the native kernel's reference for double backward: tensors (input, target[, weight]), scalars
+# (p, margin, reduction)
+native.REFERENCES["multi_margin_loss"] = lambda t, s: MultiMarginLossFunction.apply(
+    t[0], t[1], t[2] if len(t) > 2 else None, int(s[0]), s[1], int(s[2])
+)
 _multilabel_margin = Dispatch(MultiLabelMarginLossFunction)
 _multilabel_soft_margin = Dispatch(MultiLabelSoftMarginLossFunction)
 
@@ -1146,10 +1218,23 @@ def multi_margin_loss(
         raise RuntimeError(
             f"{fn}: expected weight of the input's dtype ({_name(input)}), got {_name(weight)}"
         )
+    p = 1 if p == 1 else 2
+    kernel = getattr(native.module, "multi_margin_loss", None)  # None: not built (or not this family)
+    if (
+        kernel is not None
+        and input.dim() != 0
+        and input.dtype in _NATIVE_FLOAT
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and (weight is None or weight.is_contiguous())
+        and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
+    ):
+        # the native kernel (see torchloss/_native); it runs the range check below itself, with
+        # the same message
+        return kernel(input, target, weight, p, float(margin), code)
     _assert_in_range(
         target, 0, classes - 1, f"{fn}: target out of range (class indices must be in [0, {classes - 1}])"
     )
-    p = 1 if p == 1 else 2
     return _multi_margin(input, target, weight, p, float(margin), code)
 
 
@@ -1194,6 +1279,25 @@ def multilabel_margin_loss(
     # torch checks the range of the target's values (as integers) before any dtype
     if target.dtype.is_complex:
         raise NotImplementedError(f"{fn}: target must hold integer class indices, got {_name(target)}")
+    kernels = native.module
+    if (
+        kernels is not None
+        and input.dtype in _NATIVE_FLOAT
+        and target.dtype == torch.int64
+        and input.dim() == target.dim() >= 1
+        and classes <= _ML_NATIVE_MAX_CLASSES
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and native.eager(input, target)
+        and (
+            input.dim() == 1
+            or input.numel() < _ML_NATIVE_READ_FROM
+            or _ml_label_count(target, max(64, classes // 4)) >= 0
+        )
+    ):
+        # the native kernel checks the target's range itself, with the message below (the dtype
+        # checks that follow it here pass for these dtypes)
+        return kernels.multilabel_margin_loss(input, target, code)
     values = target.trunc() if target.dtype.is_floating_point else target
     _assert_in_range(
         values,
@@ -1212,6 +1316,16 @@ def multilabel_margin_loss(
         if limit and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
             labels = _ml_label_count(target, limit)
     return _multilabel_margin(input, target, code, with_grad, labels)[0]
+
+
+# the native kernel (contiguous (N, C) or (C) float/double input, int64 target of its shape, C
+# up to this: its counts are int32), and the reference its create_graph backward differentiates
+_ML_NATIVE_MAX_CLASSES = 32768
+# From this many elements, a batch takes the kernel only if its rows have at most max(64, C/4)
+# labels (read by _ml_label_count), those the kernel counts in vectorised passes: with more, its
+# per-row sorted counting is slower than the reference's (C = 1024, 1024 labels: ~1.4 times).
+_ML_NATIVE_READ_FROM = 65536
+native.REFERENCES["multilabel_margin_loss"] = lambda t, s: _multilabel_margin(t[0], t[1], int(s[0]), True, -1)[0]
 
 
 def _ml_label_count(target: Tensor, limit: int) -> int:

@@ -40,6 +40,13 @@ for :math:`y \ge 1/2`, where :math:`1 - y` is exact, and returns ``a`` or ``b`` 
 gradient and applied in one pass; Python scalars in arithmetic are avoided on the hot path
 where an op without one does as well (each costs a wrapper tensor, about a microsecond on a
 small batch).
+
+**Native kernels.** When torchloss's native kernels are built, a small eager CPU call of BCE or
+BCE with logits (contiguous float/double input, target and optional weight of one shape, no
+``pos_weight``, up to 2048 resp. 1024 elements) runs the C++ loops of
+``torchloss/_native/csrc/binary.cpp`` instead of these Functions: the same formulas, operation
+by operation (the file's header restates them), without a Python Function's overhead. Larger
+calls stay here, where the vectorised ops cost less per element than the kernels' scalar loops.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ __all__ = ["module", "state", "build", "load", "enabled", "eager"]
 _CSRC = Path(__file__).with_name("csrc")
 # -fopenmp: at::parallel_for is inline OpenMP code; the extension then needs libgomp.so.1, which
 # is the one torch has loaded already (one OpenMP runtime, torch's thread settings).
-_CFLAGS = ["-O3", "-std=c++17", "-fopenmp"]
+_CFLAGS = ["-O3", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 
 #: The loaded extension module, or None (not built, disabled, or failed to load).

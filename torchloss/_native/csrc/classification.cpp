@@ -6,6 +6,9 @@
 // it is scattered into zeros.
 #include "common.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace torchloss {
 
 struct NLLPlain : public torch::autograd::Function<NLLPlain> {
@@ -74,8 +77,260 @@ at::Tensor nll_loss(const at::Tensor& input, const at::Tensor& target, int64_t r
   return NLLPlain::apply(input, target, reduction);
 }
 
+
+// ============================================================================================
+// Plain cross entropy of logits: a contiguous (N, C) input x and an (N,) int64 target with every
+// t_n in [0, C) (no weight, no label smoothing, no ignored target: the cases of the Python
+// reference CrossEntropyPlainFunction; everything else runs the reference).
+//
+// Forward, per row n, with the row maximum m_n and S_n = sum_k exp(x[n, k] - m_n):
+//
+//     l_n = -log p[n, t_n] = log S_n - (x[n, t_n] - m_n)
+//
+// formed as the log-softmax is formed, (x_t - m) - log S, and not as logsumexp(x) - x_t: when one
+// logit dominates, the loss is tiny while logsumexp is large, and rounding the large value first
+// would lose it (see _log_softmax in torchloss/_autograd/classification.py). The exponentials are
+// taken in the input's dtype (as torch's softmax kernels do; float32 by a vectorisable polynomial
+// exp of about 1 ulp, see ce_exp) and summed in double, as are the sums of 'mean' and 'sum'
+// (fixed lanes within a row, fixed blocks of rows combined in order: independent of the thread
+// count and the machine).
+//
+// Gradient: with the softmax s[n, c] = exp(x[n, c] - m_n) / S_n,
+//
+//     dl_n/dx[n, c] = s[n, c] - [c = t_n]
+//
+// (d log S_n / dx[n, c] = s[n, c]; d x[n, t_n] / dx[n, c] = [c = t_n]; m_n cancels), scaled by the
+// upstream gradient g_n ('none'), g ('sum') or g / N ('mean', divided in the input's dtype as
+// the reference divides it).
+//
+// Saved for backward: the input and the target only (torch saves its N x C log-softmax and the
+// target: the same bytes). The backward recomputes m_n and S_n per row: the exponentials are
+// written straight into the gradient buffer (the only allocation), summed, and then scaled in
+// place while the row is still in cache -- softmax as torch forms it, e * (1 / S), then
+// (s - [c = t]) * coef as the reference does.
+// ============================================================================================
+
+namespace {
+
+// Rows per parallel block: about kBlock elements (at least one row).
+inline int64_t ce_rows_per_block(int64_t C) { return std::max<int64_t>(1, kBlock / std::max<int64_t>(C, 1)); }
+
+// The row loops below are written for the compiler to vectorise (-O3; one clone per ISA): lanes of
+// independent accumulators (fixed, so the sums are the same on every machine and thread count)
+// and an exp without calls or branches. no-trapping-math lets the compiler turn their selects
+// into vector blends; it changes no result (it only stops the compiler from assuming that a
+// comparison may trap).
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+
+constexpr int kLanes = 16;
+
+// exp(x) for x = x_c - m <= 0 (or NaN), float: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
+// then the degree-6 minimax polynomial of the Cephes expf (relative error about 1 ulp, as
+// glibc's expf and torch's vectorised exp); 2^n built in the exponent bits. Below
+// ln(FLT_MIN) = -87.34 it returns 0 instead of a subnormal (< 1.2e-38, a change of the
+// softmax far below float rounding, since S >= 1). A NaN propagates (the comparison is false,
+// the polynomial NaN); -inf gives 0.
+inline float ce_exp(float x) {
+  const float lo = -87.33654f;
+  const bool under = x < lo;
+  const float xc = under ? lo : x;
+  const float nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  float r = xc - nf * 0.693359375f;                                        // ln 2, high part
+  r = r - nf * -2.12194440e-4f;                                            // ln 2, low part
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } two_n;
+  two_n.i = (static_cast<int32_t>(nf) + 127) << 23;  // n in [-126, 0]
+  return under ? 0.0f : p * two_n.f;
+}
+// double: the C library's exp (float64 is the precise path, not the fast one).
+inline double ce_exp(double x) { return std::exp(x); }
+
+// The maximum of a row. `v > m ? v : m` skips a NaN unless it is the first element; either way
+// a NaN logit makes S (and so the loss and the gradient of its row) NaN, as in torch.
+template <typename scalar_t>
+__attribute__((always_inline)) inline scalar_t ce_row_max_impl(const scalar_t* x, int64_t C) {
+  scalar_t m[kLanes];
+  for (int j = 0; j < kLanes; ++j) m[j] = x[0];
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes)
+    for (int j = 0; j < kLanes; ++j) m[j] = x[c + j] > m[j] ? x[c + j] : m[j];
+  scalar_t r = m[0];
+  for (int j = 1; j < kLanes; ++j) r = m[j] > r ? m[j] : r;
+  for (; c < C; ++c) r = x[c] > r ? x[c] : r;
+  return r;
+}
+
+// S = sum_c exp(x_c - m), the exponentials in scalar_t, summed in double.
+template <typename scalar_t>
+__attribute__((always_inline)) inline double ce_row_sum_exp_impl(const scalar_t* x, int64_t C, scalar_t m) {
+  double acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(ce_exp(x[c + j] - m));
+  double S = 0;
+  for (int j = 0; j < kLanes; ++j) S += acc[j];
+  for (; c < C; ++c) S += static_cast<double>(ce_exp(x[c] - m));
+  return S;
+}
+
+// e_c = exp(x_c - m) written to `e`; returns their sum (the same sum as ce_row_sum_exp).
+template <typename scalar_t>
+__attribute__((always_inline)) inline double ce_row_exp_impl(const scalar_t* __restrict x, scalar_t* __restrict e, int64_t C, scalar_t m) {
+  for (int64_t c = 0; c < C; ++c) e[c] = ce_exp(x[c] - m);
+  double acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(e[c + j]);
+  double S = 0;
+  for (int j = 0; j < kLanes; ++j) S += acc[j];
+  for (; c < C; ++c) S += static_cast<double>(e[c]);
+  return S;
+}
+
+// e_c <- (e_c * inv) * coef: the softmax as torch forms it (times 1/S), then scaled.
+template <typename scalar_t>
+__attribute__((always_inline)) inline void ce_row_scale_impl(scalar_t* e, int64_t C, scalar_t inv, scalar_t coef) {
+  for (int64_t c = 0; c < C; ++c) e[c] = (e[c] * inv) * coef;
+}
+
+// The row loops, compiled for AVX-512, AVX2 and the baseline, picked at load time for this CPU
+// (the same results on each: the lanes are fixed, there is no FMA contraction).
+#define TORCHLOSS_CE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+TORCHLOSS_CE_CLONES float ce_row_max(const float* x, int64_t C) { return ce_row_max_impl(x, C); }
+TORCHLOSS_CE_CLONES double ce_row_sum_exp(const float* x, int64_t C, float m) { return ce_row_sum_exp_impl(x, C, m); }
+TORCHLOSS_CE_CLONES double ce_row_exp(const float* __restrict x, float* __restrict e, int64_t C, float m) {
+  return ce_row_exp_impl(x, e, C, m);
+}
+TORCHLOSS_CE_CLONES void ce_row_scale(float* e, int64_t C, float inv, float coef) { ce_row_scale_impl(e, C, inv, coef); }
+#undef TORCHLOSS_CE_CLONES
+double ce_row_max(const double* x, int64_t C) { return ce_row_max_impl(x, C); }
+double ce_row_sum_exp(const double* x, int64_t C, double m) { return ce_row_sum_exp_impl(x, C, m); }
+double ce_row_exp(const double* __restrict x, double* __restrict e, int64_t C, double m) {
+  return ce_row_exp_impl(x, e, C, m);
+}
+void ce_row_scale(double* e, int64_t C, double inv, double coef) { ce_row_scale_impl(e, C, inv, coef); }
+
+#pragma GCC pop_options
+
+// log p[t] of one row: (x_t - m) - log S.
+template <typename scalar_t>
+inline double ce_row_log_prob(const scalar_t* x, int64_t C, int64_t t) {
+  const scalar_t m = ce_row_max(x, C);
+  const double S = ce_row_sum_exp(x, C, m);
+  return static_cast<double>(x[t] - m) - std::log(S);
+}
+
+}  // namespace
+
+struct CrossEntropyPlain : public torch::autograd::Function<CrossEntropyPlain> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
+                            int64_t reduction) {
+    const int64_t N = input.size(0), C = input.size(1);
+    const int64_t* t = target.data_ptr<int64_t>();
+    // every target first (cheap, serial): an out-of-range one raises before any work, and the
+    // caller falls back on the reference (which raises torch's error or ignores it)
+    for (int64_t n = 0; n < N; ++n) {
+      TORCH_CHECK(t[n] >= 0 && t[n] < C, "Target ", t[n], " is out of bounds.");
+    }
+    at::Tensor out = reduction == kNone ? at::empty({N}, input.options()) : at::empty({}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_forward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      const int64_t rows = ce_rows_per_block(C);
+      const int64_t blocks = (N + rows - 1) / rows;
+      if (reduction == kNone) {
+        at::parallel_for(0, N, rows, [&](int64_t begin, int64_t end) {
+          for (int64_t n = begin; n < end; ++n) o[n] = static_cast<scalar_t>(-ce_row_log_prob(x + n * C, C, t[n]));
+        });
+        return;
+      }
+      double total = 0;
+      if (blocks == 1) {
+        for (int64_t n = 0; n < N; ++n) total += ce_row_log_prob(x + n * C, C, t[n]);
+      } else {
+        std::vector<double> partial(blocks, 0.0);
+        at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b) {
+            double s = 0;
+            const int64_t stop = std::min(N, (b + 1) * rows);
+            for (int64_t n = b * rows; n < stop; ++n) s += ce_row_log_prob(x + n * C, C, t[n]);
+            partial[b] = s;
+          }
+        });
+        for (double s : partial) total += s;
+      }
+      o[0] = static_cast<scalar_t>(reduction == kMean ? -total / static_cast<double>(N) : -total);
+    });
+    ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!ctx->needs_input_grad(0)) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& target = saved[1];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const at::Tensor& grad = grads[0];
+    if (at::GradMode::is_enabled()) {
+      return reference_backward("cross_entropy", {input, target}, {static_cast<double>(reduction)}, grad, 3);
+    }
+    const int64_t N = input.size(0), C = input.size(1);
+    at::Tensor gx = at::empty({N, C}, input.options());  // every element is written
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_backward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const int64_t* t = target.data_ptr<int64_t>();
+      scalar_t* gp = gx.data_ptr<scalar_t>();
+      const scalar_t* go = grad.data_ptr<scalar_t>();
+      const int64_t gs = reduction == kNone ? grad.stride(0) : 0;
+      // 'mean': g / N in scalar_t, rounded as the reference rounds it
+      const scalar_t c0 = reduction == kMean ? go[0] / static_cast<scalar_t>(N) : go[0];
+      at::parallel_for(0, N, ce_rows_per_block(C), [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          const scalar_t* xr = x + n * C;
+          scalar_t* gr = gp + n * C;
+          const scalar_t coef = reduction == kNone ? go[n * gs] : c0;
+          const scalar_t m = ce_row_max(xr, C);
+          const double S = ce_row_exp(xr, gr, C, m);
+          const scalar_t inv = static_cast<scalar_t>(1.0 / S);
+          const int64_t k = t[n];
+          const scalar_t ek = gr[k];
+          ce_row_scale(gr, C, inv, coef);
+          gr[k] = (ek * inv - scalar_t(1)) * coef;
+        }
+      });
+    });
+    return {gx, at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+  check_float_cpu(input, "input");
+  TORCH_CHECK(input.dim() == 2 && input.is_contiguous() && input.size(0) > 0,
+              "torchloss native: cross_entropy expects a contiguous, non-empty (N, C) input");
+  TORCH_CHECK(target.dim() == 1 && target.scalar_type() == at::kLong && target.is_contiguous() &&
+                  target.size(0) == input.size(0),
+              "torchloss native: cross_entropy expects a contiguous (N,) int64 target");
+  TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum,
+              "torchloss native: cross_entropy: unknown reduction ", reduction);
+  return CrossEntropyPlain::apply(input, target, reduction);
+}
+
 void register_classification(py::module& m) {
   m.def("nll_loss", &nll_loss, "plain NLL: (N, C) input, (N,) int64 target, reduction code");
+  m.def("cross_entropy", &cross_entropy,
+        "plain cross entropy of logits: (N, C) input, (N,) int64 target, reduction code");
 }
 
 }  // namespace torchloss
