@@ -699,7 +699,10 @@ def machine_info(device: str, dtype: str, floor: tuple[float, float] | None = No
 def _native_text() -> str:
     from . import _native
 
-    names = sorted(n for n in dir(_native.module) if not n.startswith("_") and n != "set_reference") if _native.module else []
+    mod = _native.module
+    names = sorted(
+        n for n in dir(mod) if not n.startswith("_") and n != "set_reference" and callable(getattr(mod, n))
+    ) if mod else []
     where = _native.state.replace(str(__import__("pathlib").Path.home()), "~")
     return f"{where}: {', '.join(names)}" if names else where
 

@@ -42,7 +42,9 @@ __all__ = ["module", "state", "build", "load", "enabled", "eager"]
 _CSRC = Path(__file__).with_name("csrc")
 # -fopenmp: at::parallel_for is inline OpenMP code; the extension then needs libgomp.so.1, which
 # is the one torch has loaded already (one OpenMP runtime, torch's thread settings).
-_CFLAGS = ["-O3", "-fopenmp"]
+# -ffp-contract=off: no fused multiply-adds behind the code's back, so that the ISA clones of a
+# loop (and every machine) round alike (torch's -std=c++20 implies it for GCC; this makes it sure).
+_CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
 _LDFLAGS = ["-fopenmp"]
 
 #: The loaded extension module, or None (not built, disabled, or failed to load).
