@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -12,7 +13,10 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        _native.build(verbose=args.verbose)
+        with warnings.catch_warnings():
+            # torch's extension builder imports modules that warn when NumPy is not installed
+            warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+            _native.build(verbose=args.verbose)
     except Exception as exc:  # no compiler, no ninja, a compile error: the reference still works
         print(f"torchloss: could not build the native kernels ({type(exc).__name__}: {exc})")
         print("torchloss works without them: every call runs the Python reference Functions.")
