@@ -15,6 +15,7 @@ import torch
 
 from torchloss import _native as native
 from torchloss.testing import graph_functions, parity, saved_bytes
+from torchloss.testing._helpers import _as_function, _clone_inputs, _get
 
 requires_native = pytest.mark.skipif(native.module is None, reason=f"native kernels: {native.state}")
 
@@ -46,13 +47,7 @@ def _off(fn: Callable) -> Callable:
 
 def takes_kernel(fn: Callable, args: Sequence, kwargs: dict | None = None, wrt: Sequence = (0,)) -> list[str]:
     """The kernel nodes of one call with ``wrt`` requiring grad (empty: the reference ran)."""
-    kwargs = dict(kwargs or {})
-    args = list(args)
-    for slot in wrt:
-        if isinstance(slot, str):
-            kwargs[slot] = kwargs[slot].detach().requires_grad_()
-        else:
-            args[slot] = args[slot].detach().requires_grad_()
+    args, kwargs, _ = _clone_inputs(args, kwargs or {}, wrt)
     return kernel_nodes(fn(*args, **kwargs))
 
 
@@ -89,19 +84,7 @@ def check_double_backward(fn: Callable, args: Sequence, kwargs: dict | None = No
     and its create_graph hand-over to the reference."""
     kwargs = kwargs or {}
     assert takes_kernel(fn, args, kwargs, wrt), "the call did not take a native kernel"
-    slots = list(wrt)
-
-    def f(*diff):
-        a, k = list(args), dict(kwargs)
-        for slot, v in zip(slots, diff):
-            if isinstance(slot, str):
-                k[slot] = v
-            else:
-                a[slot] = v
-        return fn(*a, **k)
-
-    inputs = tuple(
-        (kwargs[s] if isinstance(s, str) else args[s]).detach().double().requires_grad_() for s in slots
-    )
+    f = _as_function(fn, args, kwargs, wrt)
+    inputs = tuple(_get(args, kwargs, slot).detach().double().requires_grad_() for slot in wrt)
     assert torch.autograd.gradcheck(f, inputs)
     assert torch.autograd.gradgradcheck(f, inputs)

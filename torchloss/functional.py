@@ -431,15 +431,7 @@ def binary_cross_entropy(
     if not check:
         _check_unit_interval(input, "input")
         _check_unit_interval(target, "target")
-    elif (
-        native.module is not None
-        and input.numel() <= _BCE_NATIVE_MAX
-        and input.dtype in _NATIVE_FLOAT
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and (weight is None or _native_weight(weight, input))
-        and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
-    ):
+    elif _binary_native(input, target, weight, _BCE_NATIVE_MAX):
         # the kernel checks the [0, 1] range in its loop and raises the reference's messages
         return native.module.binary_cross_entropy(input, target, weight, code)
     return _bce(input, target, weight, code, check)
@@ -462,9 +454,26 @@ native.REFERENCES["binary_cross_entropy_with_logits"] = lambda t, s: BCEWithLogi
 )
 
 
-def _native_weight(weight: Tensor, input: Tensor) -> bool:
-    """Whether a binary kernel takes ``weight``: contiguous, of the input's shape and dtype."""
-    return weight.dtype == input.dtype and weight.shape == input.shape and weight.is_contiguous()
+def _binary_native(input: Tensor, target: Tensor, weight: Tensor | None, limit: int) -> bool:
+    """Whether a binary kernel takes a validated call: contiguous float/double input and target of
+    one dtype, a weight that is None or contiguous of the input's shape and dtype, at most
+    ``limit`` elements, plain eager work."""
+    if (
+        native.module is None
+        or input.numel() > limit
+        or input.dtype not in _NATIVE_FLOAT
+        or target.dtype != input.dtype
+        or not (input.is_contiguous() and target.is_contiguous())
+    ):
+        return False
+    if weight is None:
+        return native.eager(input, target)
+    return (
+        weight.dtype == input.dtype
+        and weight.shape == input.shape
+        and weight.is_contiguous()
+        and native.eager(input, target, weight)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,17 +524,7 @@ def binary_cross_entropy_with_logits(
         _check_fits(fn, "weight", weight, input.shape)
         if weight.dtype.is_complex:
             raise RuntimeError(f"{fn}: weight must be real, got {_name(weight.dtype)}")
-    if (
-        pos_weight is None
-        and native.module is not None
-        and input.numel() <= _BCE_LOGITS_NATIVE_MAX
-        and input.dtype in _NATIVE_FLOAT
-        and target.dtype == input.dtype
-        and input.is_contiguous()
-        and target.is_contiguous()
-        and (weight is None or _native_weight(weight, input))
-        and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
-    ):
+    if pos_weight is None and _binary_native(input, target, weight, _BCE_LOGITS_NATIVE_MAX):
         return native.module.binary_cross_entropy_with_logits(input, target, weight, code)
     return _bce_logits(input, target, weight, pos_weight, code)
 

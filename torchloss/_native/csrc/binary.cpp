@@ -132,6 +132,31 @@ void write_reduced(at::Tensor& out, double total, int64_t n, int64_t reduction) 
 
 // --- BCE on probabilities ---------------------------------------------------------------------
 
+// What both kernels save: input, target, weight (undefined when there is none), the reduction;
+// and their create_graph hand-over to the reference (its tensors: input, target[, weight]).
+namespace {
+
+struct Saved {
+  at::Tensor input, target, weight;
+  int64_t reduction;
+
+  explicit Saved(AutogradContext* ctx) {
+    auto saved = ctx->get_saved_variables();
+    input = saved[0];
+    target = saved[1];
+    weight = saved[2];
+    reduction = ctx->saved_data["reduction"].toInt();
+  }
+
+  variable_list reference(const char* name, const at::Tensor& grad) const {
+    std::vector<at::Tensor> tensors{input, target};
+    if (weight.defined()) tensors.push_back(weight);
+    return reference_backward(name, tensors, {static_cast<double>(reduction)}, grad, 4);
+  }
+};
+
+}  // namespace
+
 struct BinaryCrossEntropy : public torch::autograd::Function<BinaryCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& weight_opt, int64_t reduction) {
@@ -188,20 +213,13 @@ struct BinaryCrossEntropy : public torch::autograd::Function<BinaryCrossEntropy>
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& target = saved[1];
-    const at::Tensor& weight = saved[2];
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const Saved saved(ctx);
+    const at::Tensor &input = saved.input, &target = saved.target, &weight = saved.weight;
+    const int64_t reduction = saved.reduction;
+    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1), has_w = weight.defined();
     const at::Tensor& grad = grads[0];
-    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1);
     if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    const bool has_w = weight.defined();
-    if (at::GradMode::is_enabled()) {
-      std::vector<at::Tensor> tensors{input, target};
-      if (has_w) tensors.push_back(weight);
-      return reference_backward("binary_cross_entropy", tensors, {static_cast<double>(reduction)}, grad, 4);
-    }
+    if (at::GradMode::is_enabled()) return saved.reference("binary_cross_entropy", grad);
     const int64_t n = input.numel();
     at::Tensor gx = need_x ? at::empty(input.sizes(), input.options()) : at::Tensor();
     at::Tensor gy = need_y ? at::empty(target.sizes(), target.options()) : at::Tensor();
@@ -277,21 +295,13 @@ struct BinaryCrossEntropyWithLogits : public torch::autograd::Function<BinaryCro
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& target = saved[1];
-    const at::Tensor& weight = saved[2];
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const Saved saved(ctx);
+    const at::Tensor &input = saved.input, &target = saved.target, &weight = saved.weight;
+    const int64_t reduction = saved.reduction;
+    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1), has_w = weight.defined();
     const at::Tensor& grad = grads[0];
-    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1);
     if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    const bool has_w = weight.defined();
-    if (at::GradMode::is_enabled()) {
-      std::vector<at::Tensor> tensors{input, target};
-      if (has_w) tensors.push_back(weight);
-      return reference_backward("binary_cross_entropy_with_logits", tensors, {static_cast<double>(reduction)},
-                                grad, 4);
-    }
+    if (at::GradMode::is_enabled()) return saved.reference("binary_cross_entropy_with_logits", grad);
     const int64_t n = input.numel();
     at::Tensor gx = need_x ? at::empty(input.sizes(), input.options()) : at::Tensor();
     at::Tensor gy = need_y ? at::empty(target.sizes(), target.options()) : at::Tensor();

@@ -112,9 +112,6 @@ at::Tensor nll_loss(const at::Tensor& input, const at::Tensor& target, int64_t r
 
 namespace {
 
-// Rows per parallel block: about kBlock elements (at least one row).
-inline int64_t ce_rows_per_block(int64_t C) { return std::max<int64_t>(1, kBlock / std::max<int64_t>(C, 1)); }
-
 // The row loops below are written for the compiler to vectorise (-O3; one clone per ISA): lanes of
 // independent accumulators (fixed, so the sums are the same on every machine and thread count)
 // and an exp without calls or branches. no-trapping-math lets the compiler turn their selects
@@ -246,7 +243,7 @@ struct CrossEntropyPlain : public torch::autograd::Function<CrossEntropyPlain> {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_forward", [&] {
       const scalar_t* x = input.data_ptr<scalar_t>();
       scalar_t* o = out.data_ptr<scalar_t>();
-      const int64_t rows = ce_rows_per_block(C);
+      const int64_t rows = rows_per_block(C);
       const int64_t blocks = (N + rows - 1) / rows;
       if (reduction == kNone) {
         at::parallel_for(0, N, rows, [&](int64_t begin, int64_t end) {
@@ -296,7 +293,7 @@ struct CrossEntropyPlain : public torch::autograd::Function<CrossEntropyPlain> {
       const int64_t gs = reduction == kNone ? grad.stride(0) : 0;
       // 'mean': g / N in scalar_t, rounded as the reference rounds it
       const scalar_t c0 = reduction == kMean ? go[0] / static_cast<scalar_t>(N) : go[0];
-      at::parallel_for(0, N, ce_rows_per_block(C), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, N, rows_per_block(C), [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
           const scalar_t* xr = x + n * C;
           scalar_t* gr = gp + n * C;

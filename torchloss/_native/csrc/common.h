@@ -15,6 +15,7 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ inline void check_float_cpu(const at::Tensor& t, const char* what) {
 // Elements per block of a parallel reduction: the blocks are fixed (not per thread), so a sum
 // does not depend on the number of threads.
 constexpr int64_t kBlock = 1 << 14;
+
+// Rows of C elements per parallel block: about kBlock elements, at least one row.
+inline int64_t rows_per_block(int64_t C) { return std::max<int64_t>(1, kBlock / std::max<int64_t>(C, 1)); }
 
 // --- kernels: one file per family, each defining its register_<family>(m) ---------------------
 // bindings.cpp calls every one that is linked in (they are weak references there, so that a

@@ -165,9 +165,6 @@ inline void mm_grad_row_p2(const scalar_t* x, scalar_t* gr, int64_t C, int64_t y
   for (int64_t i = 0; i < C; ++i) gr[i] = gr[i] * g;
 }
 
-// Rows per block of the parallel loops: about kBlock elements.
-inline int64_t rows_per_block(int64_t C) { return std::max<int64_t>(1, kBlock / std::max<int64_t>(C, 1)); }
-
 }  // namespace
 
 struct MultiMargin : public torch::autograd::Function<MultiMargin> {

@@ -158,10 +158,6 @@ double row_loss(const scalar_t* x, const int32_t* k, int64_t C) {
   return s;
 }
 
-// Rows per block of the parallel loops: about kBlock elements (fixed, so sums do not depend on
-// the number of threads).
-inline int64_t rows_per_block(int64_t C) { return std::max<int64_t>(1, kBlock / C); }
-
 [[noreturn]] void range_error(int64_t C) {
   TORCH_CHECK(false, "multilabel_margin_loss: argument #2 'target' is out of range (every entry, even after the "
                      "first -1, must be a class index in [0, ", C - 1, "] or -1)");
