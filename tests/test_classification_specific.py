@@ -11,6 +11,7 @@ import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
+from torchloss.functional import classification as FC
 from torchloss import _native as native
 from torchloss.testing import check_autograd, graph_functions, saved_bytes
 
@@ -329,9 +330,9 @@ def test_plain_matches_general_function(name, shape, dtype, reduction):
     y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=gen)
     code = _CODES[reduction]
     if name == "nll_loss":
-        plain, general = F._nll_plain, lambda a: F._nll(a, y, None, code, -100)
+        plain, general = FC._nll_plain, lambda a: FC._nll(a, y, None, code, -100)
     else:
-        plain, general = F._ce_plain, lambda a: F._ce(a, y, None, code, -100, 0.0)
+        plain, general = FC._ce_plain, lambda a: FC._ce(a, y, None, code, -100, 0.0)
     (out, g), (ref, ref_g) = _grad(plain, x, y.unsqueeze(1), code), _grad(general, x)
     assert out.dtype == ref.dtype == dtype and g.dtype == dtype
     tol = {"rtol": 1e-2, "atol": 1e-3} if dtype in (torch.float16, torch.bfloat16) else {}

@@ -34,7 +34,7 @@ def _gen(seed=0):
 
 def _lattice(*shape, seed=0, dtype=D):
     # scores whose pairwise differences stay >= 0.06 away from the kinks at margin 1 (see
-    # torchloss/testing/cases.py)
+    # torchloss/testing/cases/margin.py)
     gen = _gen(seed)
     a = torch.randint(-6, 7, shape, generator=gen).to(D)
     u = (torch.rand(shape, generator=gen, dtype=D) - 0.5) * 0.04

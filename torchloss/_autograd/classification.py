@@ -331,7 +331,7 @@ def _smoothing_term(a: Tensor, weight: Tensor | None, input: Tensor, eps: float,
 # The common case of a classifier's training step, where a small batch costs mostly Python and
 # dispatch (1-2 us an op). The functional layer picks these Functions only for eager CPU calls
 # whose targets it knows to be class indices in [0, C) that differ from ``ignore_index`` (see
-# ``_plain_layout`` in functional.py), so the valid mask, the target weights and their sum
+# ``_plain_layout`` in functional/classification.py), so the valid mask, the target weights and their sum
 # (:math:`D` is the number of positions) all drop out, and with them about twenty small ops a
 # step. The Functions themselves never branch on values: they compute the loss of their
 # arguments, whatever those are. ``idx`` is the target with a size-1 class dimension,

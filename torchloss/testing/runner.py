@@ -31,16 +31,12 @@ def functions(case: LossCase) -> tuple[Callable, Callable]:
     Raises ``LookupError`` naming the side that lacks the function (a case added before its
     functional, or a torch too old to have the loss).
     """
-    import torch.nn.functional as TF
-
     import torchloss.functional as F
 
     ours = getattr(F, case.name, None)
     if ours is None:
         raise LookupError(f"torchloss.functional has no {case.name!r}")
-    ref = getattr(TF, case.name, None)
-    if ref is None:
-        raise LookupError(f"torch.nn.functional has no {case.name!r} (torch {torch.__version__})")
+    ref = case.torch_functional()
     if case.compose is not None:
         ours, ref = _composed(ours, case.compose), _composed(ref, case.compose)
     return ours, ref
