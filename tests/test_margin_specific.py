@@ -743,7 +743,7 @@ def test_multi_margin_peak_is_one_buffer():
 
 
 def test_multilabel_label_count_read_by_the_functional():
-    from torchloss.functional import _ml_label_count
+    from torchloss.functional.margin import _ml_label_count
 
     gen = _gen(19)
     for n, c, labels in [(5, 40, 0), (5, 40, 3), (7, 40, 4), (6, 40, 9), (4, 40, 40), (0, 40, 0)]:

@@ -297,6 +297,26 @@ def _to_input(g: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     return g if g.dtype == dtype else g.to(dtype)
 
 
+def _combine(x: Tensor | None, y: Tensor | None, sx: int, sy: int) -> Tensor | None:
+    r""":math:`s_x x + s_y y` (signs ±1, ``None`` a zero term) for two gradient terms of the same
+    input on the difference vectors' shapes.
+
+    When the distance dimension broadcasts (one difference vector has one component, the other
+    :math:`D`), the input both terms belong to has one component there: each term is summed over
+    it *before* they are added, since adding first would broadcast the one-component term and
+    count it :math:`D` times.
+    """
+    if x is not None and y is not None and x.shape[-1] != y.shape[-1]:
+        x, y = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
+    if y is None:
+        return None if x is None else (x if sx > 0 else -x)
+    if x is None:
+        return y if sy > 0 else -y
+    if sx > 0:
+        return x + y if sy > 0 else x - y
+    return y - x if sy > 0 else -x - y
+
+
 def _backward_is_differentiated(*tensors: Tensor) -> bool:
     """Whether this backward's result may itself be differentiated, so that it must recompute
     the distances from the inputs rather than use the saved (constant) ones: grad mode is on
@@ -477,10 +497,9 @@ class TripletMarginLossFunction(LossFunction):
             # A differentiated backward used the difference vectors (outputs of this Function)
             # and sends their gradients back: u_ap = a - p, u_an = a - n, u_pn = p - n.
             g_ap, g_an, g_pn = tuple(grad_diffs) + (None,) * (3 - len(grad_diffs))
-            neg = (lambda t: None if t is None else -t)  # noqa: E731
-            ga = add_tangents(ga, add_tangents(g_ap, g_an))
-            gp = add_tangents(gp, add_tangents(neg(g_ap), g_pn))
-            gn = add_tangents(gn, neg(add_tangents(g_an, g_pn)))
+            ga = _combine(ga, _combine(g_ap, g_an, 1, 1), 1, 1)
+            gp = _combine(gp, _combine(g_ap, g_pn, -1, 1), 1, 1)
+            gn = _combine(gn, _combine(g_an, g_pn, 1, 1), 1, -1)
         like_a, like_p, like_n = ctx.like
         ga = _to_input(ga, *like_a) if need_a and ga is not None else None
         gp = _to_input(gp, *like_p) if need_p and gp is not None else None
@@ -595,7 +614,7 @@ def _loss_grads(ctx, grad: Tensor, weights: Tensor, diffs: list[Tensor]) -> tupl
         t_pos = _term(u_ap, d_pos, k_pos, q, False, recompute) if want_pos else None
         t_neg = _term(u_an, d_neg, k_neg, q, False, recompute) if want_neg else None
         t_swap = _term(u_pn, d_swap, k_swap, q, False, recompute) if want_swap else None
-    ga = t_pos - t_neg if need_a else None
+    ga = _combine(t_pos, t_neg, 1, -1) if need_a else None
     # the terms are fresh temporaries: eager, they become the gradients in place (when their
     # shapes agree, so that nothing broadcasts into them)
     in_place = not recompute and not torch.compiler.is_compiling() and u_ap.shape == u_an.shape
@@ -603,9 +622,9 @@ def _loss_grads(ctx, grad: Tensor, weights: Tensor, diffs: list[Tensor]) -> tupl
         in_place = u_pn.shape == u_ap.shape
     gp = gn = None
     if need_p:
-        gp = (t_pos.neg_() if in_place else -t_pos) if t_swap is None else (t_pos.neg_().sub_(t_swap) if in_place else -t_pos - t_swap)
+        gp = (t_pos.neg_() if in_place else -t_pos) if t_swap is None else (t_pos.neg_().sub_(t_swap) if in_place else _combine(t_pos, t_swap, -1, -1))
     if need_n:
-        gn = t_neg if t_swap is None else (t_neg.add_(t_swap) if in_place else t_neg + t_swap)
+        gn = t_neg if t_swap is None else (t_neg.add_(t_swap) if in_place else _combine(t_neg, t_swap, 1, 1))
     return ga, gp, gn
 
 
