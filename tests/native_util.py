@@ -80,11 +80,36 @@ def check_kernel(
 
 
 def check_double_backward(fn: Callable, args: Sequence, kwargs: dict | None = None, wrt: Sequence = (0,)) -> None:
-    """gradcheck and gradgradcheck of a float64 call that takes a kernel: the kernel's backward
-    and its create_graph hand-over to the reference."""
+    """gradcheck (with batched gradients) and gradgradcheck of a float64 call that takes a
+    kernel: the kernel's backward, and its hand-over to the reference under create_graph and for
+    a batched upstream gradient (``is_grads_batched``); and ``jacobian(vectorize=True)`` against
+    the reference's."""
     kwargs = kwargs or {}
     assert takes_kernel(fn, args, kwargs, wrt), "the call did not take a native kernel"
     f = _as_function(fn, args, kwargs, wrt)
     inputs = tuple(_get(args, kwargs, slot).detach().double().requires_grad_() for slot in wrt)
-    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradcheck(f, inputs, check_batched_grad=True)
     assert torch.autograd.gradgradcheck(f, inputs)
+    check_batched_backward(fn, args, kwargs, wrt)
+
+
+def check_batched_backward(fn: Callable, args: Sequence, kwargs: dict | None = None, wrt: Sequence = (0,)) -> None:
+    """A call that takes a kernel, differentiated with a batch of upstream gradients
+    (``torch.autograd.grad(..., is_grads_batched=True)``, what ``jacobian(vectorize=True)`` and
+    ``gradcheck(check_batched_grad=True)`` run): the kernel's backward hands the batched gradient
+    to the reference, and the result is the reference's, row by row."""
+    kwargs = kwargs or {}
+    args, kwargs, leaves = _clone_inputs(args, kwargs, wrt)
+    out = fn(*args, **kwargs)
+    assert kernel_nodes(out), "the call did not take a native kernel"
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn((3, *out.shape), generator=gen, dtype=torch.float64).to(out.dtype)
+    got = torch.autograd.grad(out, leaves, grads, is_grads_batched=True, allow_unused=True)
+    with reference_only():
+        ref_out = fn(*args, **kwargs)
+    for k in range(3):
+        expect = torch.autograd.grad(ref_out, leaves, grads[k], retain_graph=True, allow_unused=True)
+        for g, e in zip(got, expect):
+            assert (g is None) == (e is None)
+            if g is not None:
+                torch.testing.assert_close(g[k], e)

@@ -18,6 +18,9 @@ import torchloss
 import torchloss.functional as F
 from torchloss.testing import graph_functions
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 D = torch.float64
 
 
@@ -283,6 +286,7 @@ def test_bce_value_check_under_func_transforms():
         torch.func.vmap(_bce_sum)(x, bad)
 
 
+@pytest.mark.cpu_only
 def test_bce_value_check_under_compile():
     torch._dynamo.reset()
     compiled = torch.compile(F.binary_cross_entropy, fullgraph=True, backend="aot_eager")
@@ -377,6 +381,7 @@ def _binary_inputs(name, dtype, gen, n=64):
     return x.to(dtype), y.to(dtype)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", list(CALLS))
@@ -393,6 +398,7 @@ def test_eager_path_matches_differentiable_path(name, dtype, reduction):
         torch.testing.assert_close(le.double(), ref, **tol)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("reduction", ["none", "mean"])
 def test_bce_eager_weighted_and_target_gradient(reduction):
     gen = torch.Generator().manual_seed(5)
@@ -409,6 +415,7 @@ def test_bce_eager_weighted_and_target_gradient(reduction):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.cpu_only
 def test_bce_with_logits_eager_infinite_logits_like_torch():
     x = torch.tensor([math.inf, -math.inf, math.inf, -math.inf, math.inf])
     y = torch.tensor([0.3, 0.7, 0.0, 1.0, 1.0])
@@ -421,6 +428,7 @@ def test_bce_with_logits_eager_infinite_logits_like_torch():
     assert TF.binary_cross_entropy_with_logits(x, y, reduction="none")[0].item() == math.inf
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", list(CALLS))
 @pytest.mark.parametrize("n", [32, 4096])
 def test_memory_not_above_torch(name, n):
@@ -458,6 +466,7 @@ def test_bce_range_check_cpu_fast_path():
         F.binary_cross_entropy(x.requires_grad_(), y)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_bce_range_check_deferred_to_forward(reduction):
     # plain CPU calls check inside the forward (the input after the fact, from a NaN loss):
@@ -481,6 +490,7 @@ def test_bce_range_check_deferred_to_forward(reduction):
     torch.testing.assert_close(out, ref, equal_nan=True)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_bce_with_logits_chunked_eager_matches(reduction):
     # above one chunk (2**17 elements, not a multiple of it): the chunked eager forward and

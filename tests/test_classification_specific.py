@@ -15,6 +15,9 @@ from torchloss.functional import classification as FC
 from torchloss import _native as native
 from torchloss.testing import check_autograd, graph_functions, saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -280,6 +283,7 @@ def test_hessian_matches_torch(kwargs, device):
     _same(h, h_ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize(
     "kwargs",
     [{"weight": True, "ignore_index": 1}, {"label_smoothing": 0.1}, {"probs": True, "weight": True}],
@@ -320,6 +324,7 @@ def _node(out):
     return node.__name__
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
@@ -342,6 +347,7 @@ def test_plain_matches_general_function(name, shape, dtype, reduction):
         check_autograd(plain, (x, y.unsqueeze(1), code), {}, (0,))
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_plain_differentiable_backward_matches_eager(name, reduction, monkeypatch):
@@ -360,6 +366,7 @@ def test_plain_differentiable_backward_matches_eager(name, reduction, monkeypatc
     _same(g_eager, ref_g, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 def test_functional_picks_plain_only_when_nothing_is_ignored(name, monkeypatch):
     monkeypatch.setattr(native, "module", None)
@@ -384,6 +391,7 @@ def test_functional_picks_plain_only_when_nothing_is_ignored(name, monkeypatch):
         _same(out.detach(), ref(x, y, **kwargs).detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 @pytest.mark.parametrize("bad", [5, -1, -100])
 def test_plain_candidates_out_of_range_raise_torchs_error(name, bad):
@@ -425,6 +433,7 @@ def test_blocked_log_softmax_matches_one_pass(monkeypatch, shape, dtype):
     _same(out, TF.cross_entropy(x.double(), y.squeeze(1)).expand(2), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.cpu_only
 def test_plain_nll_keeps_only_the_target(monkeypatch):
     monkeypatch.setattr(native, "module", None)
     x, y = torch.randn(64, 100), torch.randint(0, 100, (64,))
@@ -434,6 +443,7 @@ def test_plain_nll_keeps_only_the_target(monkeypatch):
     assert ours.total < theirs.total
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 def test_plain_vmap_over_targets_and_inputs(name):
     x = torch.randn(3, 4, 5, dtype=torch.float64)
@@ -446,6 +456,7 @@ def test_plain_vmap_over_targets_and_inputs(name):
     _same(g, g_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -476,3 +487,25 @@ def test_plain_cached_constants_match_fresh_ones(monkeypatch, name, shape, dtype
     ref = getattr(TF, name)(ref_x, y, reduction=reduction)
     (ref_g,) = torch.autograd.grad(ref, ref_x, up.expand_as(ref) if reduction == "none" else up)
     _same(g2, ref_g, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7 if dtype == torch.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_vectorized_jacobian_and_batched_gradients(name, reduction, device):
+    # issue 17: the eager in-place backward (mul_/scatter_) and the native kernels refused the
+    # BatchedTensor upstream gradient of is_grads_batched (jacobian(vectorize=True),
+    # gradcheck(check_batched_grad=True)); float64 here takes the native kernel where built
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 0])
+
+    def ours(a):
+        return getattr(F, name)(a, t, reduction=reduction)
+
+    def ref(a):
+        return getattr(TF, name)(a, t, reduction=reduction)
+
+    got = torch.autograd.functional.jacobian(ours, x.detach(), vectorize=True)
+    torch.testing.assert_close(got, torch.autograd.functional.jacobian(ref, x.detach()))
+    torch.autograd.gradcheck(ours, (x,), check_batched_grad=True)
+    h = torch.autograd.functional.hessian(lambda a: ours(a).sum(), x.detach(), vectorize=True)
+    torch.testing.assert_close(h, torch.autograd.functional.hessian(lambda a: ref(a).sum(), x.detach()))

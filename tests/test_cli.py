@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import os
@@ -123,7 +124,10 @@ def test_bench_smoke(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ratio" in r.stdout and "geometric mean" in r.stdout
     rows = list(csv.DictReader(path.open()))
-    assert [row["loss"] for row in rows] == ["mse_loss", "cross_entropy"]
+    # a loss's name picks its variant rows too
+    assert [row["loss"] for row in rows] == [
+        "mse_loss", "cross_entropy", "cross_entropy[weight]", "cross_entropy[label_smoothing=0.1]"
+    ]
     for row in rows:
         assert float(row["torch_s"]) > 0 and float(row["torchloss_s"]) > 0
         assert int(row["saved_bytes_torchloss"]) > 0 and int(row["peak_bytes_torch"]) > 0
@@ -164,6 +168,10 @@ def test_bench_makers_take_any_shape():
     from torchloss.bench import BENCHMARKS, interpolate_shapes
 
     for b in BENCHMARKS:
+        if "small" not in b.shapes:  # a variant at one size (CTC's N=256, T=2000): its own shape
+            inputs = b.make(b.shapes["large"], torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+            assert tuple(inputs.args[0].shape) == b.shapes["large"][:3], b.label
+            continue
         _, middle, _ = interpolate_shapes(b.shapes["small"], b.shapes["large"], 3)
         inputs = b.make(middle, torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
         first = tuple(inputs.args[0].shape)
@@ -181,6 +189,33 @@ def test_bench_sweep_smoke(tmp_path, capsys):
     rows = [(row["size"], row["shape"]) for row in csv.DictReader(path.open())]
     # the small end point is reused from the table, the large one measured
     assert rows == [("small", "32"), ("sweep-1", "32"), ("sweep-2", "4194304")]
+
+
+def test_bench_threads_and_variants(tmp_path, capsys):
+    import torch
+
+    from torchloss.bench import BENCHMARKS
+
+    labels = [b.label for b in BENCHMARKS]
+    for row in ("cross_entropy[label_smoothing=0.1]", "cross_entropy[weight]", "nll_loss[weight]",
+                "ctc_loss[N=256]", "ctc_loss[T=2000]"):
+        assert row in labels
+    # a variant comes right after its loss's main row
+    assert labels.index("nll_loss[weight]") == labels.index("nll_loss") + 1
+    path = tmp_path / "bench.md"
+    threads = torch.get_num_threads()
+    argv = ["bench", "--loss", "cross_entropy", "--size", "small", "--rounds", "1", "--min-time", "0.01",
+            "--threads", "1", "--markdown", str(path), "--csv", str(tmp_path / "b.csv")]
+    assert main(argv) == 0
+    assert torch.get_num_threads() == threads  # the process's setting is left alone
+    out = capsys.readouterr().out
+    assert "1 thread timed" in out and torch.backends.cpu.get_cpu_capability() in out
+    text = path.read_text(encoding="utf-8")
+    assert "| threads timed | 1" in text and "on 1 thread;" in text
+    rows = [row["loss"] for row in csv.DictReader((tmp_path / "b.csv").open())]
+    assert rows == ["cross_entropy", "cross_entropy[weight]", "cross_entropy[label_smoothing=0.1]"]
+    with pytest.raises(SystemExit):
+        main(["bench", "--loss", "mse_loss", "--threads", "0"])
 
 
 def test_bench_sweep_needs_two_sizes(capsys):
@@ -201,11 +236,13 @@ def test_bench_markdown(tmp_path, capsys):
     lines = text.splitlines()
     assert lines[0] == "# torchloss benchmarks"
     assert "> **Note:** A placeholder." in lines[:4]
-    assert "## Targets" in lines and "every ratio <= 1.5" in text
+    assert "## Targets" in lines and "every ratio <= 1.3" in text
     machine = lines[lines.index("## Machine"):lines.index("## Results")]
     for key in ("CPU", "cores", "torch threads", "torch", "OS", "Python", "device", "dtype", "date"):
         assert any(line.startswith(f"| {key} | ") for line in machine), key
     assert f"| torch threads | {torch.get_num_threads()} intra-op" in text and torch.__version__ in text
+    assert f"| threads timed | {torch.get_num_threads()} (the default) |" in text
+    assert f"| CPU capability | {torch.backends.cpu.get_cpu_capability()} |" in text
     table = [line for line in lines[lines.index("## Results"):] if line.startswith("|")]
     assert table[0].startswith("| loss | size | shape | torch | torchloss | ratio | spread | saved")
     assert table[0].rstrip(" |").endswith("target")
@@ -231,7 +268,12 @@ def test_bench_targets_and_markdown_links():
     assert target_misses(_result(ratio=1.3)) == ["time"]
     assert target_misses(_result("kl_div", ratio=0.99)) == []
     assert target_misses(_result("kl_div", ratio=1.0)) == ["time"]  # must be faster than torch
-    assert target_misses(_result(size="small", ratio=1.5)) == []
+    assert target_misses(_result(size="small", ratio=1.3)) == []
+    assert target_misses(_result(size="small", ratio=1.35)) == ["time"]
+    # a row's own stricter target (CTC's), also for its variant rows
+    assert target_misses(dataclasses.replace(_result("ctc_loss", ratio=0.7), target=0.6)) == ["time"]
+    assert target_misses(dataclasses.replace(_result("ctc_loss[N=256]", ratio=0.5), target=0.6)) == []
+    assert target_misses(_result("kl_div[x]", ratio=1.0)) == ["time"]  # a variant of a must-be-faster loss
     assert target_misses(_result(size="small", ratio=1.6, saved=(9, 8), peak=(9, 8))) == ["time", "saved", "peak"]
     assert target_misses(_result(size="sweep-2", ratio=9.0, peak=(9, 8))) == ["peak"]  # no time target between sizes
 

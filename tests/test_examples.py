@@ -14,7 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 def test_examples_found():
-    assert {p.name for p in EXAMPLES} >= {"training_loop.py", "custom_loss_testing.py"}
+    assert {p.name for p in EXAMPLES} >= {"training_loop.py", "custom_loss_testing.py", "tensor_parallel_head.py", "language_model_head.py"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -24,6 +24,9 @@ import torchloss.functional as F
 from torchloss._autograd import margin as _margin
 from torchloss.testing import saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 D = torch.float64
 HINGES = ["multi_margin_loss", "multilabel_margin_loss"]
 
@@ -464,6 +467,7 @@ def test_target_range_check_under_func_transforms(f, good, bad, match):
             run()
 
 
+@pytest.mark.cpu_only
 def test_target_range_check_under_compile():
     torch._dynamo.reset()
     x = _lattice(3, 4, dtype=torch.float32)
@@ -570,6 +574,7 @@ def test_multilabel_formulations_match_torch(ml_path, reduction, dtype, kind):
         assert torch.equal(g == 0, g_ref == 0)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dtype", [torch.float32, D], ids=str)
 def test_multilabel_formulations_agree_under_transforms(ml_path, dtype):
     # torch.func (vmap, grad, jvp: the general sort, not the eager int64 keys, and no chunks)
@@ -611,6 +616,7 @@ def test_multilabel_sorted_double_backward_and_forward_ad(monkeypatch, reduction
     assert torch.count_nonzero(torch.func.hessian(_hinge_f("multilabel_margin_loss", {}, "sum"))(x)) == 0
 
 
+@pytest.mark.cpu_only
 def test_multilabel_sorted_compiles(monkeypatch):
     _force(monkeypatch, "sorted")
     torch._dynamo.reset()
@@ -645,6 +651,7 @@ def test_multilabel_float32_at_least_as_accurate_as_torch(labels, offset):
         assert bool((err_mine <= err_theirs + half_ulp).all())
 
 
+@pytest.mark.cpu_only
 def test_multilabel_memory_is_linear_in_classes(monkeypatch):
     monkeypatch.setattr(native, "module", None)  # the reference's memory (the kernel saves less)
     # N = 64, C = 1000 (the old all-pairs formulation: ~0.3 GB of temporaries): torchloss keeps
@@ -694,6 +701,7 @@ def test_multilabel_forward_ad_without_saved_coefficients():
 # MultiMargin: the eager in-place path against the differentiable one and torch
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dtype", [torch.float32, D], ids=str)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("p,margin,weighted", [(1, 1.0, False), (1, 0.7, True), (2, 1.0, False), (2, 0.45, True)])
@@ -722,6 +730,7 @@ def test_multi_margin_eager_and_differentiable_paths_match_torch(p, margin, weig
             torch.testing.assert_close(vm.sum(), out, equal_nan=True, **tol)
 
 
+@pytest.mark.cpu_only
 def test_multi_margin_peak_is_one_buffer():
     # the eager forward and backward each allocate one N x C buffer: torch's peak
     from torchloss.bench import peak_bytes
@@ -758,6 +767,7 @@ def test_multilabel_label_count_read_by_the_functional():
             assert _ml_label_count(t, labels // 2 - 1) == -1
 
 
+@pytest.mark.cpu_only
 def test_multilabel_label_loop_taken_and_matches_sort(monkeypatch):
     monkeypatch.setattr(native, "module", None)  # the reference's label loop
     # the bench's layout (a few labels among many classes): the eager forward loops over the
@@ -800,6 +810,7 @@ def test_multilabel_label_loop_taken_and_matches_sort(monkeypatch):
     assert calls == []
 
 
+@pytest.mark.cpu_only
 def test_multilabel_label_loop_memory():
     # the bench's layout at a smaller size: saved bytes as torch, peak within torch's
     from torchloss.bench import peak_bytes
@@ -822,6 +833,7 @@ def test_multilabel_label_loop_memory():
 # MultiLabelSoftMargin: the eager in-place path
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_multilabel_soft_margin_eager_matches_differentiable_path(reduction, weighted):
@@ -850,6 +862,7 @@ def test_multilabel_soft_margin_eager_matches_differentiable_path(reduction, wei
     torch.testing.assert_close(out, ref, rtol=1e-13, atol=0)
 
 
+@pytest.mark.cpu_only
 def test_multilabel_soft_margin_float32_eager_at_least_as_accurate_as_torch():
     # against float64 of the same float32 logits and targets: the eager loss is within torch's
     # error plus two units in the last place (its gradient has the differentiable path's bits)
@@ -865,6 +878,7 @@ def test_multilabel_soft_margin_float32_eager_at_least_as_accurate_as_torch():
         assert bool(((mine.double() - exact).abs() <= (theirs.double() - exact).abs() + 2 * ulp).all())
 
 
+@pytest.mark.cpu_only
 def test_multilabel_soft_margin_memory_below_torch():
     from torchloss.bench import peak_bytes
 
@@ -900,6 +914,7 @@ def test_multilabel_pairwise_counts_at_their_dtype_limits(monkeypatch, c):
         torch.testing.assert_close(g, ref_g)
 
 
+@pytest.mark.cpu_only
 def test_multilabel_pairwise_peak_small_batch():
     # the pairwise block (N, C, C) is summed without converting it to int64 (8 times its size)
     from torchloss.bench import peak_bytes

@@ -252,3 +252,34 @@ def test_results_do_not_depend_on_the_thread_count(name):
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+# --- soft margin (issue 15) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_soft_margin_matches_reference(reduction, dtype):
+    g = torch.Generator().manual_seed(6)
+    for shape in ((1,), (32,), (4, 8), (2048,)):
+        x = torch.randn(shape, generator=g, dtype=dtype) * 5
+        y = torch.randn(shape, generator=g, dtype=dtype).sign()
+        x.view(-1)[0] = 200.0  # -y x far beyond exp's range: finite, as the reference
+        check_kernel(TF.soft_margin_loss, (x, y), {"reduction": reduction}, node="SoftMarginNative")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_soft_margin_double_backward(reduction):
+    x = torch.randn(6, dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, 0.5], dtype=torch.float64)
+    check_double_backward(TF.soft_margin_loss, (x, y), {"reduction": reduction})
+
+
+def test_soft_margin_reference_takes_the_rest():
+    x, y = torch.randn(8), torch.randn(8).sign()
+    assert takes_kernel(TF.soft_margin_loss, (x, y)) == ["SoftMarginNative"]
+    assert not takes_kernel(TF.soft_margin_loss, (torch.randn(4096), torch.ones(4096)))  # large: vectorised reference
+    assert not takes_kernel(TF.soft_margin_loss, (x, y.double()))
+    assert not takes_kernel(TF.soft_margin_loss, (x, y[:1]))  # broadcast target
+    assert not takes_kernel(TF.soft_margin_loss, (x.half(), y.half()))
+    assert not takes_kernel(TF.soft_margin_loss, (x[::2], y[::2]))

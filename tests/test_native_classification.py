@@ -33,8 +33,9 @@ def test_nll_reference_takes_the_rest():
     t = torch.tensor([0, 3, 1, 1, 2, 0])
     assert not takes_kernel(TF.nll_loss, (x.t().contiguous().t(), t))  # non-contiguous
     assert not takes_kernel(TF.nll_loss, (x.half(), t))
-    assert not takes_kernel(TF.nll_loss, (x, t), {"weight": torch.rand(4)})
-    assert not takes_kernel(TF.nll_loss, (x, t), {"ignore_index": 1})
+    # weights and an ignore_index among the classes: the weighted kernel (below)
+    assert takes_kernel(TF.nll_loss, (x, t), {"weight": torch.rand(4)}) == ["NLLWeighted"]
+    assert takes_kernel(TF.nll_loss, (x, t), {"ignore_index": 1}) == ["NLLWeighted"]
     assert not takes_kernel(TF.nll_loss, (x.reshape(6, 4, 1), t.reshape(6, 1)))
     with pytest.raises(IndexError, match="out of bounds"):
         TF.nll_loss(x, torch.tensor([0, 4, 1, 1, 2, 0]))
@@ -126,9 +127,9 @@ def test_ce_reference_takes_the_rest():
     t = torch.tensor([0, 3, 1, 1, 2, 0])
     assert not takes_kernel(TF.cross_entropy, (x.t().contiguous().t(), t))  # non-contiguous
     assert not takes_kernel(TF.cross_entropy, (x.half(), t))
-    assert not takes_kernel(TF.cross_entropy, (x, t), {"weight": torch.rand(4)})
-    assert not takes_kernel(TF.cross_entropy, (x, t), {"label_smoothing": 0.1})
-    assert not takes_kernel(TF.cross_entropy, (x, t), {"ignore_index": 1})
+    # weights, smoothing and an ignore_index among the classes: the weighted kernel (below)
+    for kw in ({"weight": torch.rand(4)}, {"label_smoothing": 0.1}, {"ignore_index": 1}):
+        assert takes_kernel(TF.cross_entropy, (x, t), kw) == ["CrossEntropyWeighted"]
     assert not takes_kernel(TF.cross_entropy, (x.reshape(6, 4, 1), t.reshape(6, 1)))
     assert not takes_kernel(TF.cross_entropy, (x, torch.softmax(x, 1)))  # probabilities
     assert not takes_kernel(TF.cross_entropy, (x[0], t[0]))  # unbatched
@@ -142,4 +143,85 @@ def test_ce_reference_takes_the_rest():
         t2 = torch.randint(0, c, (n,))
         t2[1] = -100
         torch.testing.assert_close(TF.cross_entropy(x2, t2), torch.nn.functional.cross_entropy(x2, t2))
-        assert not takes_kernel(TF.cross_entropy, (x2, t2))
+        assert takes_kernel(TF.cross_entropy, (x2, t2)) == ["CrossEntropyWeighted"]  # ignored: the weighted kernel
+
+
+# --- class weights, ignore_index, label smoothing (issue 15) ------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"label_smoothing": 0.1}, {"weight": True}, {"weight": True, "label_smoothing": 0.3}, {"ignore_index": 1},
+     {"weight": True, "ignore_index": 2, "label_smoothing": 0.2}],
+    ids=str,
+)
+def test_ce_weighted_matches_reference(kwargs, reduction, dtype):
+    g = torch.Generator().manual_seed(3)
+    for N, C in ((1, 1), (32, 10), (7, 300)):
+        x = torch.randn(N, C, generator=g, dtype=dtype) * 3
+        t = torch.randint(0, C, (N,), generator=g)
+        if kwargs.get("ignore_index", -1) >= C:  # no class ignored: the plain kernel's call
+            continue
+        if "ignore_index" in kwargs:
+            t[0] = kwargs["ignore_index"]  # (one ignored target at least)
+        kw = dict(kwargs, reduction=reduction)
+        if kw.get("weight"):
+            kw["weight"] = torch.rand(C, generator=g, dtype=dtype) + 0.5
+        check_kernel(TF.cross_entropy, (x, t), kw, node="CrossEntropyWeighted")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kwargs", [{"weight": True}, {"ignore_index": 3}, {"weight": True, "ignore_index": 0}], ids=str)
+def test_nll_weighted_matches_reference(kwargs, reduction, dtype):
+    g = torch.Generator().manual_seed(4)
+    for N, C in ((1, 1), (32, 10), (7, 300)):
+        x = torch.randn(N, C, generator=g, dtype=dtype).log_softmax(1)
+        t = torch.randint(0, C, (N,), generator=g)
+        if kwargs.get("ignore_index", -1) >= C:  # no class ignored: the plain kernel's call
+            continue
+        if "ignore_index" in kwargs:
+            t[0] = kwargs["ignore_index"]  # (one ignored target at least)
+        kw = dict(kwargs, reduction=reduction)
+        if kw.get("weight"):
+            kw["weight"] = torch.rand(C, generator=g, dtype=dtype) + 0.5
+        check_kernel(TF.nll_loss, (x, t), kw, node="NLLWeighted")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_weighted_all_ignored_and_zero_weights(reduction):
+    # every target ignored ('mean': NaN loss, zero gradient) and a zero total weight
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for fn, node in ((TF.cross_entropy, "CrossEntropyWeighted"), (TF.nll_loss, "NLLWeighted")):
+        t = torch.tensor([1, 1, 1, 1])
+        check_kernel(fn, (x, t), {"ignore_index": 1, "reduction": reduction}, node=node, rtol=1e-12, atol=1e-14)
+        w = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+        check_kernel(fn, (x, t), {"weight": w, "reduction": reduction}, node=node, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_weighted_double_backward(reduction):
+    x = torch.randn(6, 4, dtype=torch.float64)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    w = torch.rand(4, dtype=torch.float64) + 0.5
+    check_double_backward(TF.cross_entropy, (x, t), {"weight": w, "label_smoothing": 0.2, "reduction": reduction})
+    check_double_backward(TF.nll_loss, (x, t), {"weight": w, "ignore_index": 1, "reduction": reduction})
+
+
+def test_weighted_reference_takes_the_rest():
+    x = torch.randn(6, 4)
+    t = torch.tensor([0, 3, 1, 1, 2, 0])
+    w = torch.rand(4)
+    assert takes_kernel(TF.cross_entropy, (x, t), {"weight": w}) == ["CrossEntropyWeighted"]
+    assert not takes_kernel(TF.cross_entropy, (x, t), {"weight": torch.rand(8)[::2]})  # non-contiguous weight
+    assert not takes_kernel(TF.cross_entropy, (x.reshape(6, 4, 1), t.reshape(6, 1)), {"weight": w})
+    assert not takes_kernel(TF.nll_loss, (x.half(), t), {"weight": w.half()})
+    assert not takes_kernel(TF.cross_entropy, (x, t.to(torch.uint8)), {"label_smoothing": 0.1})
+    with pytest.raises(IndexError, match="out of bounds"):
+        TF.cross_entropy(x, torch.tensor([0, 4, 1, 1, 2, 0]), weight=w)
+    with pytest.raises(IndexError, match="out of bounds"):
+        TF.nll_loss(x, torch.tensor([0, -1, 1, 1, 2, 0]), weight=w)
+    with pytest.raises(RuntimeError):  # torch's dtype error, before any kernel
+        TF.cross_entropy(x, t, weight=w.double())

@@ -195,3 +195,50 @@ def test_empty(loss):
         torch.testing.assert_close(out, ref(x, t, reduction=reduction), equal_nan=True)
         (g,) = torch.autograd.grad(out.sum(), x)
         assert g.shape == (0,)
+
+
+# --- L1 and MSE (issue 15) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss,node", [("l1_loss", "L1Native"), ("mse_loss", "MSENative")])
+@pytest.mark.parametrize("wrt", [(0,), (1,), (0, 1)], ids=str)
+def test_l1_mse_match_reference(loss, node, reduction, dtype, wrt):
+    g = torch.Generator().manual_seed(5)
+    fn = getattr(TF, loss)
+    for shape in ((1,), (32,), (7, 5), (3 * (1 << 14) + 5,)):
+        x = torch.randn(shape, generator=g, dtype=dtype)
+        y = torch.randn(shape, generator=g, dtype=dtype)
+        y.view(-1)[:3] = x.view(-1)[:3]  # d = 0: L1's subgradient 0
+        check_kernel(fn, (x, y), {"reduction": reduction}, wrt, node=node)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_l1_mse_double_backward(reduction):
+    x = torch.randn(6, dtype=torch.float64)
+    y = torch.randn(6, dtype=torch.float64)
+    for loss in ("l1_loss", "mse_loss"):
+        check_double_backward(getattr(TF, loss), (x, y), {"reduction": reduction}, (0, 1))
+
+
+def test_l1_saves_the_sign_only():
+    from torchloss.testing import saved_bytes
+
+    x, y = torch.randn(32), torch.randn(32)
+    ours = saved_bytes(TF.l1_loss, (x, y), {}, (0,))
+    theirs = saved_bytes(torch.nn.functional.l1_loss, (x, y), {}, (0,))
+    assert ours.total == 32 and ours.total <= theirs.total
+
+
+def test_l1_mse_reference_takes_the_rest():
+    x, y = torch.randn(6), torch.randn(6)
+    for loss in ("l1_loss", "mse_loss"):
+        fn = getattr(TF, loss)
+        assert takes_kernel(fn, (x, y))
+        assert not takes_kernel(fn, (x, y), {"weight": torch.rand(6)})
+        assert not takes_kernel(fn, (x, y.double()))
+        assert not takes_kernel(fn, (x.half(), y.half()))
+        assert not takes_kernel(fn, (x[::2], y[::2]))
+        with pytest.warns(UserWarning):
+            assert not takes_kernel(fn, (x, y[:1]))

@@ -23,6 +23,9 @@ import torchloss.functional as F
 from torchloss._autograd.pair import EPSILON
 from torchloss.testing import graph_functions, saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 D = torch.float64
 FLOATS = [torch.float32, D]
 REDUCTIONS = ("none", "mean", "sum")
@@ -156,6 +159,7 @@ def _path_inputs():
     ]
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dtype", [torch.float32, D, torch.float16])
 @pytest.mark.parametrize("i", range(len(_path_inputs())))
 def test_eager_shortcuts_agree_with_differentiable_path(i, dtype):
@@ -309,6 +313,7 @@ def test_targets_other_than_plus_minus_one_match_torch():
     torch.testing.assert_close(loss[:5], x[:5] + (0.7 - x[:5]).clamp_min(0))
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("fast", [True, False])
 def test_selector_target_dtypes_match_torch_without_warnings(fast):
     # the eager path writes comparisons into float buffers; a complex target must not go
@@ -522,6 +527,7 @@ def _memory_inputs(name, n=256, d=128):
     return (torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen), torch.randn(n, generator=gen).sign()), (0, 1)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", NAMES)
 def test_keeps_no_more_memory_than_torch(name):
     args, wrt = _memory_inputs(name)
@@ -586,6 +592,7 @@ def test_margin_ranking_hessian_matches_torch():
 # Transforms and compile
 
 
+@pytest.mark.cpu_only
 def test_vmap_over_the_selector_target():
     # hinge and cosine targets are not differentiable, so the generic vmap test does not batch
     # them; the eager shortcuts must step aside when only the target is batched
@@ -603,6 +610,7 @@ def test_vmap_over_the_selector_target():
         torch.testing.assert_close(g, torch.autograd.grad(TF.cosine_embedding_loss(leaf, b, t, margin=-0.2), leaf)[0])
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", NAMES)
 def test_torch_compile_fullgraph_values_and_gradients(name):
     torch._dynamo.reset()
@@ -616,6 +624,7 @@ def test_torch_compile_fullgraph_values_and_gradients(name):
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name", NAMES)
 def test_one_graph_node_and_modules(name):
     args, wrt = _memory_inputs(name, 8, 4)
@@ -633,6 +642,7 @@ def test_one_graph_node_and_modules(name):
     assert default.margin == getattr(torch.nn, module)().margin
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dtype", [torch.float32, D])
 def test_hinge_small_and_vectorised_eager_paths_agree(monkeypatch, dtype):
     # below pair._HE_SMALL elements the eager forward selects with masked_fill (few operations);

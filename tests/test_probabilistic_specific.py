@@ -17,6 +17,9 @@ import torchloss.functional as F
 from torchloss.bench import peak_bytes
 from torchloss.testing import graph_functions, parity, saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
@@ -208,6 +211,7 @@ def test_gaussian_vmap_over_var(device):
         torch.func.vmap(torch.func.grad(F.gaussian_nll_loss, argnums=2))(x, y, bad)
 
 
+@pytest.mark.cpu_only
 def test_gaussian_negative_var_under_compile_is_checked_on_device():
     torch._dynamo.reset()
     compiled = torch.compile(F.gaussian_nll_loss, fullgraph=True, backend="aot_eager")
@@ -575,6 +579,7 @@ def _reductions(name):
     return ("none", "mean", "sum", "batchmean") if name == "kl_div" else ("none", "mean", "sum")
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("i", range(len(_eager_cases())))
 def test_eager_path_agrees_with_differentiable_path(i, dtype):
@@ -601,6 +606,7 @@ def test_eager_path_agrees_with_differentiable_path(i, dtype):
             torch.testing.assert_close(b, c, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.cpu_only
 def test_kl_vectorised_y_log_y_on_large_inputs():
     """From ``_VECTOR_XLOGY_MIN`` elements on, the eager KL forward computes ``y log y`` as
     ``log(y).clamp_(finite).mul_(y)``: 0 at y = 0, NaN for negative and NaN targets, as xlogy."""
@@ -634,6 +640,7 @@ def _memory_cases(n=64 * 1024):
     ]
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("i", range(3))
 def test_memory_no_more_than_torch(i):
     name, args, wrt, kwargs = _memory_cases()[i]

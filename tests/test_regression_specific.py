@@ -14,6 +14,9 @@ from torchloss._autograd import regression as RG
 from torchloss._autograd._base import constant
 from torchloss.testing import parity, saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_l1_complex(reduction, device):
@@ -133,6 +136,7 @@ def _value_and_grads(name, kw, x, y, reduction, create_graph=False):
     return (out, *torch.autograd.grad(out, (x, y), upstream, create_graph=create_graph))
 
 
+@pytest.mark.cpu_only
 @pytest.mark.filterwarnings("ignore:Using a target size")
 @pytest.mark.parametrize("chunk", [None, 16])
 @pytest.mark.parametrize("kind", ["flat", "matrix", "broadcast", "noncontiguous"])
@@ -158,6 +162,7 @@ def test_eager_matches_differentiable_path(name, kw, reduction, kind, chunk, mon
     assert torch.equal(x, x0) and torch.equal(y, y0)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("chunk", [None, 16])
 @pytest.mark.parametrize("name,kw", EAGER_CASES)
 def test_eager_float32_matches_torch(name, kw, chunk, monkeypatch):
@@ -169,6 +174,7 @@ def test_eager_float32_matches_torch(name, kw, chunk, monkeypatch):
         assert report.ok, (reduction, report.problems)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("n", [1, 35, 300])
 @pytest.mark.parametrize("name,kw", EAGER_CASES[2:])
 def test_eager_dot_reduction_matches_product_and_sum(name, kw, n, monkeypatch):
@@ -186,6 +192,7 @@ def test_eager_dot_reduction_matches_product_and_sum(name, kw, n, monkeypatch):
         torch.testing.assert_close(with_dot, getattr(TF, name)(x, y, reduction=reduction, **kw), rtol=1e-6, atol=0)
 
 
+@pytest.mark.cpu_only
 def test_eager_elementwise_loss_is_torchs_bit_for_bit():
     # L1, MSE, Huber and SmoothL1 with beta = 1 round as torch's kernels do, chunked or not;
     # SmoothL1 with another beta differs by an ulp or two inside |d| < beta, where both round
@@ -198,6 +205,7 @@ def test_eager_elementwise_loss_is_torchs_bit_for_bit():
     torch.testing.assert_close(F.smooth_l1_loss(x, y, reduction="none", beta=0.7), ref, rtol=2.5e-7, atol=0)
 
 
+@pytest.mark.cpu_only
 def test_smooth_l1_tiny_beta_backward_matches_torch():
     # below 1e-30 the eager backward would overflow 1/beta in float32: the general code runs
     x, y = _pair("flat", torch.float32)
@@ -246,6 +254,7 @@ def test_l1_sign_path_low_precision_mean_matches_torch(dtype):
     assert report.ok, report.problems
 
 
+@pytest.mark.cpu_only
 def test_cached_constants_made_under_inference_mode_serve_create_graph():
     # the eager paths cache 0-d constants (_base.constant); one first made inside
     # torch.inference_mode must still be a normal tensor that a create_graph backward may save
@@ -256,3 +265,72 @@ def test_cached_constants_made_under_inference_mode_serve_create_graph():
     g = torch.ones(3, requires_grad=True)
     (gg,) = torch.autograd.grad((g / c).sum(), g)
     torch.testing.assert_close(gg, torch.full((3,), 1 / 8))
+
+
+# --- issue 17: precision of mixed dtypes, weight dtypes, batched gradients ---------------------
+
+
+def _exact(name, *args, **kwargs):
+    up = lambda t: t.double() if isinstance(t, torch.Tensor) else t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(TF, name)(*[up(a) for a in args], **{k: up(v) for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"])
+def test_0d_float64_operand_is_computed_in_float64(name, device):
+    # torch broadcasts the pair first, so a 0-d float64 operand promotes like any other; the
+    # result was float64 but only float32-accurate (2.031249761581421 vs 2.031249807775025)
+    x = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.35, 2.1], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for a, b in ((x, y), (y, x)):
+            for reduction in ("none", "sum"):
+                out = getattr(F, name)(a, b, reduction=reduction)
+                ref = getattr(TF, name)(a, b, reduction=reduction)
+                assert out.dtype == ref.dtype
+                exact = _exact(name, a, b, reduction=reduction)
+                # (Huber keeps a float32 input's dtype: the float64 value rounded once)
+                torch.testing.assert_close(out.double(), exact, rtol=torch.finfo(out.dtype).eps, atol=0)
+                ga, gb = torch.autograd.grad(out.sum(), (a, b))
+                ea, eb = torch.autograd.grad(exact.sum(), (a, b))
+                assert ga.dtype == a.dtype and gb.dtype == b.dtype
+                for got, exp, t in ((ga, ea, a), (gb, eb, b)):
+                    rtol = 1e-6 if t.dtype == torch.float32 or out.dtype == torch.float32 else 1e-15
+                    torch.testing.assert_close(got.double(), exp.double(), rtol=rtol, atol=1e-300)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss", "huber_loss"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.bfloat16, torch.float32)], ids=str)
+def test_weight_dtype_promotes_and_is_computed_in_it(name, dtypes, device):
+    # huber_loss ignored the weight's dtype (torch multiplies its loss by the weight); the
+    # weight gradient of l1/mse with a float64 weight was only float32-accurate
+    low, high = dtypes
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=g).to(device, low)
+    y = torch.randn(3, 4, generator=g).to(device, low)
+    w = torch.rand(3, 4, generator=g).add(0.2).to(device, high).requires_grad_()
+    for reduction in ("none", "mean", "sum"):
+        out = getattr(F, name)(x, y, weight=w, reduction=reduction)
+        assert out.dtype == getattr(TF, name)(x, y, weight=w, reduction=reduction).dtype == high
+        exact = _exact(name, x, y, weight=w, reduction=reduction)
+        eps = torch.finfo(high).eps
+        torch.testing.assert_close(out.double(), exact, rtol=4 * eps, atol=0)
+        (gw,) = torch.autograd.grad(out.sum(), w)
+        (ew,) = torch.autograd.grad(exact.sum(), w)
+        torch.testing.assert_close(gw.double(), ew.double(), rtol=4 * eps, atol=eps)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"])
+def test_batched_gradients(name, device):
+    # the eager in-place backward (mul_) refused the BatchedTensor of is_grads_batched
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 3, dtype=torch.float64)
+    out = getattr(F, name)(x, y, reduction="none")
+    eye = torch.eye(12, dtype=torch.float64).view(12, 4, 3)
+    (jac,) = torch.autograd.grad(out, x, eye, is_grads_batched=True)
+    expect = torch.autograd.functional.jacobian(lambda a: getattr(TF, name)(a, y, reduction="none"), x)
+    torch.testing.assert_close(jac.view(4, 3, 4, 3), expect)
+    for reduction in ("mean", "sum"):
+        torch.autograd.gradcheck(lambda a, r=reduction: getattr(F, name)(a, y, reduction=r), (x,), check_batched_grad=True)

@@ -25,6 +25,9 @@ from torchloss._autograd.triplet import (
 )
 from torchloss.testing import graph_functions, saved_bytes
 
+# every test on each device of the device fixture (tests/conftest.py: on_device, cpu_only)
+pytestmark = pytest.mark.usefixtures("on_device")
+
 D = torch.float64
 REDUCTIONS = ("none", "mean", "sum")
 NORMS = [2.0, 1.0, 3.0, 1.5, 0.5, -1.0, -2.5, math.inf, -math.inf]
@@ -538,6 +541,7 @@ COMPILED = [
 ]
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("name,kwargs", COMPILED)
 def test_compiles_to_one_graph(name, kwargs):
     torch._dynamo.reset()
@@ -552,6 +556,7 @@ def test_compiles_to_one_graph(name, kwargs):
         torch.testing.assert_close(x, y)
 
 
+@pytest.mark.cpu_only
 def test_modules_compile_to_one_graph():
     inputs = tuple(_randn(6, 5, seed=s, dtype=torch.float32) for s in range(3))
     for ours, ref in (
@@ -586,3 +591,56 @@ def test_first_order_weights_agree_with_the_differentiated_backward(kwargs):
             grads.append(torch.autograd.grad(out, leaves, upstream, create_graph=create_graph))
         for x, y in zip(*grads):
             torch.testing.assert_close(x, y.detach(), rtol=1e-13, atol=1e-15)
+
+
+# shapes where the distance dimension broadcasts within some distances only (issue 17): one
+# difference vector has one component, another D, so an input's gradient terms must each be
+# summed over that dimension before they are added
+FEATURE_BROADCAST = [
+    ((1, 1), (1, 1), (1, 2)),
+    ((4, 1), (4, 1), (4, 3)),
+    ((4, 3), (4, 1), (4, 1)),
+    ((4, 1), (4, 3), (4, 1)),
+    ((4, 1), (1, 3), (4, 1)),
+    ((1,), (1,), (3,)),
+]
+
+
+@pytest.mark.cpu_only
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("q", [2.0, 1.0, 3.0, 1.5, math.inf])
+@pytest.mark.parametrize("shapes", FEATURE_BROADCAST, ids=str)
+def test_feature_dimension_broadcast_gradients_match_torch(shapes, q, swap):
+    inputs = [_randn(*s, seed=i).requires_grad_() for i, s in enumerate(shapes)]
+    for reduction in REDUCTIONS:
+        kw = {"p": q, "swap": swap, "reduction": reduction}
+        ref = TF.triplet_margin_loss(*inputs, **kw)
+        calls = [F.triplet_margin_loss(*inputs, **kw)]
+        if q == 2.0:  # the fused default distance of the with-distance loss
+            calls.append(F.triplet_margin_with_distance_loss(*inputs, swap=swap, reduction=reduction))
+        g = _randn(*ref.shape, seed=7)
+        expect = torch.autograd.grad(ref, inputs, g, create_graph=True)
+        hvp = torch.autograd.grad(sum((e * e).sum() for e in expect), inputs)
+        tangents = [_randn(*s, seed=10 + i) for i, s in enumerate(shapes)]
+        _, jvp_ref = torch.func.jvp(lambda *x, kw=kw: TF.triplet_margin_loss(*x, **kw), tuple(t.detach() for t in inputs), tuple(tangents))
+        for out in calls:
+            torch.testing.assert_close(out, ref)
+            got = torch.autograd.grad(out, inputs, g, create_graph=True)  # eager first order below
+            for a, b in zip(got, expect):
+                torch.testing.assert_close(a, b)
+            got_hvp = torch.autograd.grad(sum((e * e).sum() for e in got), inputs)
+            for a, b in zip(got_hvp, hvp):
+                torch.testing.assert_close(a, b)
+        first = torch.autograd.grad(F.triplet_margin_loss(*inputs, **kw), inputs, g)
+        for a, b in zip(first, expect):
+            torch.testing.assert_close(a, b)
+        _, jvp = torch.func.jvp(lambda *x, kw=kw: F.triplet_margin_loss(*x, **kw), tuple(t.detach() for t in inputs), tuple(tangents))
+        torch.testing.assert_close(jvp, jvp_ref)
+
+
+def test_feature_broadcast_example_of_issue_17():
+    a = torch.tensor([[1.0]], requires_grad=True)
+    p, n = torch.tensor([[0.0]]), torch.tensor([[0.5, -0.5]])
+    (expect,) = torch.autograd.grad(TF.triplet_margin_loss(a, p, n), a)
+    (got,) = torch.autograd.grad(F.triplet_margin_loss(a, p, n), a)
+    torch.testing.assert_close(got, expect)  # was off by exactly 1 (the positive term counted twice)

@@ -7,7 +7,8 @@ mirror ``torch.nn``'s, with the same names, signatures and semantics.
 from . import functional
 from .modules import *  # noqa: F403
 from .modules import __all__ as _modules_all
+from .adaptive import AdaptiveLogSoftmaxWithLoss
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", *_modules_all]
+__all__ = ["functional", *_modules_all, "AdaptiveLogSoftmaxWithLoss"]

@@ -4,7 +4,9 @@ Subcommands:
 
 * ``check`` -- a parity report of torchloss against the installed torch (see :mod:`torchloss.check`);
 * ``bench`` -- speed and memory of every loss against torch.nn.functional (see :mod:`torchloss.bench`);
-* ``build`` -- compile the optional native CPU kernels (see :mod:`torchloss._native`).
+* ``build`` -- compile the optional native CPU kernels (see :mod:`torchloss._native`);
+* ``fuzz`` -- differential fuzzing against torch.nn.functional (see :mod:`torchloss.testing.fuzz`;
+  needs ``hypothesis``).
 
 Each subcommand lives in its own module with an ``add_parser(subparsers)`` that registers it and
 sets ``func`` (called with the parsed arguments, returning the exit status).
@@ -19,7 +21,20 @@ import sys
 def _subcommands():
     from . import bench, build, check
 
-    return [check, bench, build]
+    return [check, bench, build, _Fuzz]
+
+
+class _Fuzz:
+    """``fuzz``: registered here so that hypothesis is imported only when it runs."""
+
+    @staticmethod
+    def add_parser(subparsers) -> None:
+        p = subparsers.add_parser("fuzz", help="differential fuzzing against torch.nn.functional")
+        p.add_argument("--budget", type=float, default=60.0, help="seconds to run (default 60)")
+        p.add_argument("--loss", action="append", help="a loss to fuzz (repeatable; default all)")
+        p.add_argument("--seed", type=int, default=None, help="first round's seed (default 0)")
+        p.add_argument("--examples", type=int, default=100, help="calls per loss and round (default 100)")
+        p.set_defaults(func=lambda args: __import__("torchloss.testing.fuzz", fromlist=["main"]).main(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

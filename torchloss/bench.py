@@ -2,8 +2,10 @@
 
 For each loss and size, one *step* is a forward and backward pass,
 ``torch.autograd.grad(loss(*inputs), differentiable_inputs)``, with the default ``'mean'``
-reduction. torchloss and torch are timed in the same process with ``torch.utils.benchmark``,
-interleaved: in each round both are timed (``blocked_autorange``), torch first in even rounds and
+reduction. torchloss and torch are timed in the same process with ``torch.utils.benchmark``, on
+the process's intra-op thread count (``torch.get_num_threads()``, what users run with; the
+Timer's own default would be 1) or the one ``--threads N`` names, and the report states it with
+the CPU's capability (``torch.backends.cpu.get_cpu_capability()``); interleaved: in each round both are timed (``blocked_autorange``), torch first in even rounds and
 torchloss first in odd ones, so that drifts of the machine (frequency, other processes, allocator
 state) hit both alike. The report gives the median over rounds of each one's median time, the
 ratio torchloss/torch, and the spread of the ratio over the rounds.
@@ -72,14 +74,28 @@ class Inputs:
 class Benchmark:
     """How to build one loss's inputs: ``make(shape, device, dtype, gen) -> Inputs``.
 
-    ``shapes`` maps each size of :data:`SIZES` to its shape (the layout of a shape is the maker's:
-    ``(n,)`` for the elementwise losses, ``(N, C)``, ``(N, D)``, or ``(T, N, C, S)`` for CTC); any
-    shape of the same layout works, e.g. those of :func:`interpolate_shapes`.
+    ``name`` is the function's name in ``torchloss.functional`` and ``torch.nn.functional``.
+    ``shapes`` maps each size of :data:`SIZES` the row is measured at to its shape (the layout of a
+    shape is the maker's: ``(n,)`` for the elementwise losses, ``(N, C)``, ``(N, D)``, or
+    ``(T, N, C, S)`` for CTC); any shape of the same layout works, e.g. those of
+    :func:`interpolate_shapes`. A *variant* row (``variant``, e.g. ``'label_smoothing=0.1'``) times
+    the same function with other arguments or shapes; its row is labelled ``name[variant]``.
+    ``targets`` maps a size to this row's own time-ratio limit, where it is stricter than the
+    size's (:func:`target_misses`).
     """
 
     name: str
     make: Callable[[tuple, torch.device, torch.dtype, torch.Generator], Inputs]
     shapes: dict
+    variant: str = ""
+    targets: dict = dataclasses.field(default_factory=dict)
+    # ``() -> (ours, torch's)`` where the pair is not ``F.<name>``/``TF.<name>`` (the adaptive
+    # softmax, which torch has only as a module)
+    functions: Callable | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
 
 def _rand(gen, *shape, device, dtype, low=-1.0, high=1.0):
@@ -152,6 +168,28 @@ def _embedding(kind: str):
     return make
 
 
+def _with_kwargs(make, **extra):
+    """``make`` with more keyword arguments for the loss (a variant row)."""
+
+    def wrapped(shape, device, dtype, gen):
+        inputs = make(shape, device, dtype, gen)
+        return dataclasses.replace(inputs, kwargs={**inputs.kwargs, **extra})
+
+    return wrapped
+
+
+def _class_weight(make):
+    """``make`` with a ``(C,)`` class ``weight`` in [0.5, 1.5) (the classes: the last dimension of
+    the shape)."""
+
+    def wrapped(shape, device, dtype, gen):
+        inputs = make(shape, device, dtype, gen)
+        w = _rand(gen, shape[-1], low=0.5, high=1.5, device=device, dtype=dtype)
+        return dataclasses.replace(inputs, kwargs={**inputs.kwargs, "weight": w})
+
+    return wrapped
+
+
 def _ctc(kind: str):
     def make(shape, device, dtype, gen):
         T, N, C, S = shape
@@ -199,7 +237,94 @@ def _make_for(name: str):
     return _elementwise(name)
 
 
-BENCHMARKS: list[Benchmark] = [Benchmark(n, _make_for(n), s) for n, s in BENCH_SHAPES.items()]
+# The adaptive softmax (torch: a module only): ``(N, d, n_classes, *cutoffs)``, Zipf-distributed
+# targets (P(t) ∝ 1/(t+1): 70% in the shortlist at the large size), div_value 4, no head bias;
+# both sides run as flat functions of (input, target, head weight, None, P_1, O_1, ...)
+# (torch's: its module on the meta device given these tensors by functional_call).
+def _adaptive(shape, device, dtype, gen):
+    n, d, n_classes, *cutoffs = shape
+    bounds = [*cutoffs, n_classes]
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    target = ((n_classes + 1.0) ** u).floor().long().sub(1).clamp(0, n_classes - 1).to(device)
+    tail = []
+    for i in range(len(cutoffs)):
+        h = int(d // 4.0 ** (i + 1))
+        tail += [_randn(gen, h, d, device=device, dtype=dtype, scale=d**-0.5), _randn(gen, bounds[i + 1] - bounds[i], h, device=device, dtype=dtype, scale=h**-0.5)]
+    head = _randn(gen, cutoffs[0] + len(cutoffs), d, device=device, dtype=dtype, scale=d**-0.5)
+    args = (_randn(gen, n, d, device=device, dtype=dtype), target, head, None, *tail)
+    return Inputs(args, {"cutoffs": list(cutoffs)}, (0, 2, *range(4, 4 + len(tail))))
+
+
+def _adaptive_functions():
+    from .testing.cases.adaptive import _ours, _torch
+
+    return _ours, lambda *a, **k: _torch(*a, div_value=4.0, **k)
+
+
+# CTC's own time targets (issue 15): its torch kernel is slow, so torchloss's must be well ahead
+_CTC_TARGETS = {"small": 1.2, "large": 0.6}
+
+# Variant rows: a loss with other arguments (class weights, label smoothing) or at other shapes
+# (CTC's large batch and long sequences); each comes right after its loss's main row. To add one:
+# Benchmark(name, maker, {size: shape, ...}, variant="what differs"[, targets={size: limit}]).
+VARIANTS: list[Benchmark] = [
+    Benchmark("nll_loss", _class_weight(_classification("nll_loss")), BENCH_SHAPES["nll_loss"], "weight"),
+    Benchmark("cross_entropy", _class_weight(_classification("cross_entropy")), BENCH_SHAPES["cross_entropy"], "weight"),
+    Benchmark(
+        "cross_entropy", _with_kwargs(_classification("cross_entropy"), label_smoothing=0.1),
+        BENCH_SHAPES["cross_entropy"], "label_smoothing=0.1",
+    ),
+    Benchmark("ctc_loss", _ctc("ctc_loss"), {"large": (200, 256, 60, 50)}, "N=256", {"large": 0.6}),
+    Benchmark("ctc_loss", _ctc("ctc_loss"), {"large": (2000, 8, 30, 400)}, "T=2000", {"large": 0.6}),
+    Benchmark(
+        "adaptive_log_softmax_with_loss", _adaptive,
+        {"small": (32, 16, 100, 20, 50), "large": (4096, 512, 50000, 2000, 10000)}, functions=_adaptive_functions,
+    ),
+]
+
+
+
+# Linear cross entropy (issue 13): ``(N, in, C)``, logits of scale ~1. The main row in the bench
+# dtype; a bfloat16 row (target: 5x faster than torch's reference path); rows against torch's
+# chunked path (``options=LinearCrossEntropyOptions(batch_chunk_size=B)``, B = N is one chunk).
+def _linear(dtype=None):
+    def make(shape, device, dt, gen):
+        N, K, C = shape
+        kw = {"device": device, "dtype": dtype or dt}
+        x, w = _randn(gen, N, K, **kw), _randn(gen, C, K, scale=K**-0.5, **kw)
+        return Inputs((x, w, torch.randint(0, C, (N,), generator=gen).to(device)), {}, (0, 1))
+
+    return make
+
+
+def _linear_chunked(chunk):
+    def functions():
+        options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk)
+        return F.linear_cross_entropy, lambda *a, **k: TF.linear_cross_entropy(*a, options=options, **k)
+
+    return functions
+
+
+_LCE_SHAPES = {"small": (32, 16, 100), "large": (4096, 512, 32768)}
+if hasattr(TF, "linear_cross_entropy"):
+    VARIANTS += [
+        Benchmark("linear_cross_entropy", _linear(), _LCE_SHAPES, targets={"large": 1.0}),
+        Benchmark("linear_cross_entropy", _linear(torch.bfloat16), {"small": (32, 16, 100), "large": (2048, 128, 16000)},
+                  "bfloat16", {"large": 0.2}),
+        *(Benchmark("linear_cross_entropy", _linear(), {"large": _LCE_SHAPES["large"]}, f"vs chunked B={b}", {"large": 1.0},
+                    functions=_linear_chunked(b)) for b in (256, 1024)),
+    ]
+
+def _registry() -> list[Benchmark]:
+    main = [Benchmark(n, _make_for(n), s, targets=_CTC_TARGETS if n == "ctc_loss" else {}) for n, s in BENCH_SHAPES.items()]
+    out = []
+    for b in main:
+        out.append(b)
+        out.extend(v for v in VARIANTS if v.name == b.name)
+    return out + [v for v in VARIANTS if v.name not in BENCH_SHAPES]
+
+
+BENCHMARKS: list[Benchmark] = _registry()
 
 
 def interpolate_shapes(small: Sequence[int], large: Sequence[int], k: int) -> list[tuple[int, ...]]:
@@ -293,6 +418,12 @@ class Result:
     saved_total: tuple[int, int]  # (ours, torch)
     saved_extra: tuple[int, int]
     peak: tuple[int, int]
+    target: float | None = None  # this row's own time-ratio limit (Benchmark.targets), if any
+
+    @property
+    def name(self) -> str:
+        """The function's name (``loss`` without a variant's ``[...]``)."""
+        return self.loss.split("[", 1)[0]
 
     @property
     def ratio(self) -> float:
@@ -312,15 +443,20 @@ def run_one(
     rounds: int,
     min_time: float,
     shape: tuple | None = None,
+    threads: int | None = None,
 ) -> Result:
     """Measure one loss at one shape: ``bench.shapes[size]``, or ``shape`` when given (``size`` is
-    then only the label of the result, e.g. ``'sweep-2'``)."""
+    then only the label of the result, e.g. ``'sweep-2'``). The timers run on ``threads`` intra-op
+    threads (default: the process's, ``torch.get_num_threads()``; ``torch.utils.benchmark``'s
+    own default would be 1)."""
     from torch.utils import benchmark as tb
+
+    threads = torch.get_num_threads() if threads is None else threads
 
     dev = torch.device(device)
     shape = tuple(bench.shapes[size]) if shape is None else tuple(shape)
     inputs = bench.make(shape, dev, dtype, torch.Generator().manual_seed(0))
-    ours, theirs = getattr(F, bench.name), getattr(TF, bench.name)
+    ours, theirs = bench.functions() if bench.functions else (getattr(F, bench.name), getattr(TF, bench.name))
     steps = {"ours": _step(ours, inputs), "torch": _step(theirs, inputs)}
     for s in steps.values():  # warm up (allocator, lazy initialisation)
         s()
@@ -328,7 +464,7 @@ def run_one(
     for r in range(rounds):
         order = ("torch", "ours") if r % 2 == 0 else ("ours", "torch")
         for who in order:
-            timer = tb.Timer("step()", globals={"step": steps[who]})
+            timer = tb.Timer("step()", globals={"step": steps[who]}, num_threads=threads)
             times[who].append(timer.blocked_autorange(min_run_time=min_time).median)
     ratios = [o / t for o, t in zip(times["ours"], times["torch"])]
     med_ratio = statistics.median(ratios)
@@ -337,7 +473,7 @@ def run_one(
     s_torch = saved_bytes(theirs, inputs.args, inputs.kwargs, inputs.wrt)
     peak = (peak_bytes(steps["ours"], dev), peak_bytes(steps["torch"], dev))
     return Result(
-        bench.name,
+        bench.label,
         size,
         tuple(inputs.args[0].shape),
         device,
@@ -348,6 +484,7 @@ def run_one(
         (s_ours.total, s_torch.total),
         (s_ours.extra, s_torch.extra),
         peak,
+        bench.targets.get(size),
     )
 
 
@@ -398,7 +535,7 @@ def format_table(results: list[Result]) -> str:
         ratios = [r.ratio for r in results if r.size == size]
         if ratios:
             geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
-            lines.append(f"{size}: geometric mean of the ratios {geo:.2f} over {len(ratios)} losses, worst {max(ratios):.2f}")
+            lines.append(f"{size}: geometric mean of the ratios {geo:.2f} over {len(ratios)} rows, worst {max(ratios):.2f}")
     return "\n".join(lines)
 
 
@@ -518,7 +655,7 @@ def _plot_sweep(plt, directory: str, sweep: Sequence[Result]) -> str:
 
 TARGET_LARGE_RATIO = 1.25  # every loss, large size
 TARGET_LARGE_GEOMEAN = 1.0  # geometric mean of the ratios, large size
-TARGET_SMALL_RATIO = 1.5  # every loss, small size
+TARGET_SMALL_RATIO = 1.3  # every loss, small size
 # torch computes these as a chain of small ops: torchloss's single node should beat it (large size)
 FASTER_THAN_TORCH = frozenset({
     "cosine_embedding_loss", "triplet_margin_loss", "triplet_margin_with_distance_loss", "margin_ranking_loss",
@@ -529,29 +666,41 @@ FASTER_THAN_TORCH = frozenset({
 MARKDOWN_INTRO = """\
 Each row times one *step* of a loss, a forward and a backward pass with the default `'mean'`
 reduction (`torch.autograd.grad(loss(*inputs), inputs)`), of `torchloss.functional` against
-`torch.nn.functional`, interleaved in one process with `torch.utils.benchmark`: *torch* and
+`torch.nn.functional`, interleaved in one process with `torch.utils.benchmark`, on the number of
+threads named under *Machine* (by default the process's own, `torch.get_num_threads()`, what a
+user's training loop runs with; `--threads N` chooses another): *torch* and
 *torchloss* are the medians over the rounds of each one's median time, *ratio* is torchloss / torch
 (below 1: torchloss is faster) and *spread* half the range of the per-round ratios, relative to
 their median. *saved* is the bytes the autograd graph keeps for backward (ours / torch; *beyond
 inputs*: the part that exists only because of the graph), *peak* the highest memory allocated
 during a step above what was allocated before it. Sizes: *small* (about 32 elements: the cost of a
 call in Python and dispatch) and *large* (about 4M elements, memory-bound); the shapes are
-`BENCH_SHAPES` in `torchloss/bench.py`.
+`BENCH_SHAPES` in `torchloss/bench.py`. A row named `loss[...]` is a variant of a loss: other
+arguments (class `weight`, `label_smoothing`) or other shapes (CTC's large batch, `N=256`, and
+long sequences, `T=2000`), listed in `VARIANTS` there.
 
-Regenerate this page with
-`python -m torchloss bench --sweep 4 --markdown docs/benchmarks.md --plot docs/img/bench`
-(about 2 minutes on 2 cores; the PNGs, committed beside this page, need the `bench` extra,
-matplotlib).
-Timings depend on the machine and on its load: compare ratios, not absolute times, and only
-between runs on the same machine.
+Regenerate this page (at the default thread count) and its single-threaded twin with
+
+```bash
+python -m torchloss bench --sweep 4 --markdown docs/benchmarks.md --plot docs/img/bench
+python -m torchloss bench --threads 1 --markdown docs/benchmarks-1thread.md --plot docs/img/bench-1thread
+```
+
+(on an otherwise idle machine; a few minutes each on 2 cores; the PNGs, committed beside these
+pages, need the `bench` extra, matplotlib).
+Timings depend on the machine, its CPU capability (AVX2, AVX512), its thread count and its load:
+compare ratios, not absolute times, and only between runs on the same machine.
 
 ## Targets
 
-On the CPU, in float32, at the machine's default number of threads:
+On the CPU, in float32, at the thread count the page names (the default one, and one thread),
+whatever the CPU:
 
 - **large** size: every loss's time ratio <= {large_ratio}, and their geometric mean <= {large_geomean};
   the losses that torch computes as a chain of small ops ({faster}) faster than torch (ratio < 1);
 - **small** size: every ratio <= {small_ratio};
+- `ctc_loss`: ratio <= {ctc_small} at the small size, <= {ctc_large} at the large one and at its
+  `N=256` and `T=2000` rows;
 - **memory**, at every size: no loss keeps more bytes for backward (*saved*), or peaks higher
   (*peak*), than torch.
 
@@ -561,6 +710,8 @@ The *target* column marks a row that misses one with ✗ and what it misses: `ti
     large_ratio=TARGET_LARGE_RATIO,
     large_geomean=TARGET_LARGE_GEOMEAN,
     small_ratio=TARGET_SMALL_RATIO,
+    ctc_small=_CTC_TARGETS["small"],
+    ctc_large=_CTC_TARGETS["large"],
     faster=", ".join(f"`{n}`" for n in sorted(FASTER_THAN_TORCH)),
 )
 
@@ -574,15 +725,18 @@ def _geomean(xs: Sequence[float]) -> float:
 
 
 def target_misses(r: Result) -> list[str]:
-    """The targets ``r`` misses: ``'time'`` (the ratio limit of its size; none for sweep points),
+    """The targets ``r`` misses: ``'time'`` (the ratio limit of its size, or the row's own stricter
+    one, ``r.target``; none for sweep points),
     ``'saved'`` (more bytes kept for backward than torch), ``'peak'`` (higher peak than torch)."""
     misses = []
     if r.size == "large":
-        slow = r.ratio >= 1.0 if r.loss in FASTER_THAN_TORCH else r.ratio > TARGET_LARGE_RATIO
+        slow = r.ratio >= 1.0 if r.name in FASTER_THAN_TORCH else r.ratio > TARGET_LARGE_RATIO
     elif r.size == "small":
         slow = r.ratio > TARGET_SMALL_RATIO
     else:
         slow = False
+    if r.size in SIZES and r.target is not None and r.ratio > r.target:
+        slow = True
     if slow:
         misses.append("time")
     if r.saved_total[0] > r.saved_total[1]:
@@ -622,7 +776,7 @@ class _Empty(torch.autograd.Function):
         return grad.expand(ctx.shape)
 
 
-def function_floor(device: str, dtype: torch.dtype, min_time: float = 0.2) -> tuple[float, float]:
+def function_floor(device: str, dtype: torch.dtype, min_time: float = 0.2, threads: int | None = None) -> tuple[float, float]:
     """``(torch, custom)``: seconds per forward+backward step of ``x.sum()`` at 32 elements, plain
     and through an empty ``autograd.Function`` (:class:`_Empty`). The second is the least a
     torchloss loss can cost at the small size (the Python forward, ``setup_context`` and backward
@@ -632,9 +786,12 @@ def function_floor(device: str, dtype: torch.dtype, min_time: float = 0.2) -> tu
 
     x = torch.randn(32, device=device, dtype=dtype, requires_grad=True)
     apply = super(torch.autograd.Function, _Empty).apply  # the C apply, as Dispatch calls it
+    threads = torch.get_num_threads() if threads is None else threads
     timers = [
-        benchmark.Timer("grad(x.sum(), x)", globals={"grad": torch.autograd.grad, "x": x}),
-        benchmark.Timer("grad(apply(x), x)", globals={"grad": torch.autograd.grad, "x": x, "apply": apply}),
+        benchmark.Timer("grad(x.sum(), x)", globals={"grad": torch.autograd.grad, "x": x}, num_threads=threads),
+        benchmark.Timer(
+            "grad(apply(x), x)", globals={"grad": torch.autograd.grad, "x": x, "apply": apply}, num_threads=threads
+        ),
     ]
     medians = [[], []]
     for timer in timers:  # warm-up (the first calls of a process are slower)
@@ -645,26 +802,34 @@ def function_floor(device: str, dtype: torch.dtype, min_time: float = 0.2) -> tu
     return tuple(statistics.median(m) for m in medians)
 
 
-def machine_info(device: str, dtype: str, floor: tuple[float, float] | None = None) -> list[tuple[str, str]]:
+def cpu_capability() -> str:
+    """torch's CPU capability (``torch.backends.cpu.get_cpu_capability()``: the vector ISA its
+    kernels dispatch to, e.g. ``AVX2`` or ``AVX512``), or ``'unknown'``."""
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return capability() if capability is not None else "unknown"
+
+
+def machine_info(
+    device: str, dtype: str, floor: tuple[float, float] | None = None, threads: int | None = None
+) -> list[tuple[str, str]]:
     """(name, value) pairs describing where and how the benchmark ran, for the report's header
-    (``floor``: :func:`function_floor`'s result, when measured)."""
+    (``floor``: :func:`function_floor`'s result, when measured; ``threads``: the intra-op threads
+    the timings ran on, default the process's)."""
     import datetime
     import os
     import platform
 
     from . import __version__
 
-    cpu = _cpu_model()
-    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
-    if capability is not None:
-        cpu += f" ({capability()})"
+    cpu = f"{_cpu_model()} ({cpu_capability()})"
+    threads = torch.get_num_threads() if threads is None else threads
     cores = f"{os.cpu_count()}"
     if hasattr(os, "sched_getaffinity"):
         cores += f" ({len(os.sched_getaffinity(0))} usable by this process)"
-    threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
+    default = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
     if env:
-        threads += f" ({', '.join(env)})"
+        default += f" ({', '.join(env)})"
     build = []
     if torch.version.cuda:
         build.append(f"CUDA {torch.version.cuda}")
@@ -683,8 +848,10 @@ def machine_info(device: str, dtype: str, floor: tuple[float, float] | None = No
     dev = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
     return [
         ("CPU", cpu),
+        ("CPU capability", cpu_capability()),
         ("cores", cores),
-        ("torch threads", threads),
+        ("threads timed", f"{threads} ({'the default' if threads == torch.get_num_threads() else '--threads'})"),
+        ("torch threads", default),
         ("torch", f"{torch.__version__} ({', '.join(build)})"),
         ("torchloss", __version__),
         ("native kernels", _native_text()),
@@ -746,7 +913,7 @@ def markdown_summary(results: Sequence[Result]) -> list[str]:
         worst = max(rs, key=lambda r: r.ratio)
         slow = [r.loss for r in rs if "time" in target_misses(r)]
         line = (
-            f"**{size}**: geometric mean of the ratios {geo:.2f} over {len(rs)} losses, "
+            f"**{size}**: geometric mean of the ratios {geo:.2f} over {len(rs)} rows, "
             f"worst {worst.ratio:.2f} (`{worst.loss}`)"
         )
         if size == "large":
@@ -855,6 +1022,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per blocked_autorange (default: 0.2)")
+    p.add_argument(
+        "--threads", type=int, metavar="N",
+        help="intra-op threads to time on (default: the process's, torch.get_num_threads(); 1 for "
+        "single-threaded figures)",
+    )
     p.add_argument("--csv", metavar="PATH", help="also write the results to PATH")
     p.add_argument("--plot", metavar="DIR", help="also write PNG plots to DIR (needs matplotlib)")
     p.add_argument(
@@ -877,6 +1049,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "summary, links to the --plot images)",
     )
     p.add_argument("--note", metavar="TEXT", help="a note for the top of the --markdown page")
+    p.add_argument(
+        "--distributed", action="store_true",
+        help="instead: torchloss.distributed's per-rank time and peak memory at 2 gloo ranks against gathering "
+        "the logits and calling cross_entropy (--rounds sets the repetitions)",
+    )
     p.set_defaults(func=main, parser=p)
     return p
 
@@ -889,13 +1066,16 @@ def run_sweep(
     rounds: int,
     min_time: float,
     measured: Sequence[Result] = (),
+    threads: int | None = None,
 ) -> list[Result]:
-    """Every benchmark at the shapes of :func:`interpolate_shapes` (``k`` points), labelled
-    ``'sweep-1'``, ``'sweep-2'``, ...; an end point whose size is among ``measured`` reuses that
-    result instead of timing it again."""
+    """Every benchmark with both sizes and no variant at the shapes of :func:`interpolate_shapes`
+    (``k`` points), labelled ``'sweep-1'``, ``'sweep-2'``, ...; an end point whose size is among
+    ``measured`` reuses that result instead of timing it again."""
     done = {(r.loss, r.size): r for r in measured if r.size in SIZES}
     results = []
     for b in benchmarks:
+        if b.variant or not all(size in b.shapes for size in SIZES):
+            continue
         for j, shape in enumerate(interpolate_shapes(b.shapes["small"], b.shapes["large"], k), 1):
             label = f"sweep-{j}"
             same = [done[(b.name, s)] for s in SIZES if (b.name, s) in done and tuple(b.shapes[s]) == shape]
@@ -903,7 +1083,7 @@ def run_sweep(
                 results.append(dataclasses.replace(same[0], size=label))
                 continue
             print(f"  {b.name} ({label}: {'x'.join(map(str, shape))}) ...", file=sys.stderr, flush=True)
-            results.append(run_one(b, label, device, dtype, rounds, min_time, shape=shape))
+            results.append(run_one(b, label, device, dtype, rounds, min_time, shape=shape, threads=threads))
     return results
 
 
@@ -911,11 +1091,21 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from . import __version__
 
     out = sys.stdout if out is None else out
-    known = {b.name: b for b in BENCHMARKS}
+    if getattr(args, "distributed", False):
+        from .distributed.runner import bench_main
+
+        return bench_main(out, reps=args.rounds, threads=getattr(args, "threads", None) or 1)
+    known = {b.name for b in BENCHMARKS} | {b.label for b in BENCHMARKS}
     names = [n.strip() for arg in (args.loss or []) for n in arg.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        args.parser.error(f"unknown loss {', '.join(map(repr, unknown))}; choose from: {', '.join(known)}")
+        args.parser.error(
+            f"unknown loss {', '.join(map(repr, unknown))}; choose from: {', '.join(b.label for b in BENCHMARKS)}"
+        )
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        args.parser.error(f"--threads {threads}: must be at least 1")
+    threads = torch.get_num_threads() if threads is None else threads
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         args.parser.error("--device cuda: CUDA is not available with this torch")
     sweep_k = getattr(args, "sweep", 0) or 0
@@ -927,20 +1117,27 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     sweep_min_time = min(args.min_time, SWEEP_MIN_TIME) if sweep_min_time is None else sweep_min_time
     if sweep_k and (sweep_rounds < 1 or sweep_min_time <= 0):
         args.parser.error("--sweep-rounds must be at least 1 and --sweep-min-time positive")
-    chosen = [known[n] for n in names] if names else BENCHMARKS
+    # a function's name picks its main row and its variants; a label (name[variant]) one row
+    chosen = [b for b in BENCHMARKS if b.name in names or b.label in names] if names else BENCHMARKS
     sizes = SIZES if args.size == "both" else (args.size,)
     dtype = getattr(torch, args.dtype)
     # the floor first: measured after the large sizes, in a process whose heap they have grown,
     # even plain small steps come out slower
-    floor = function_floor(args.device, dtype, args.min_time) if "small" in sizes else None
+    floor = function_floor(args.device, dtype, args.min_time, threads) if "small" in sizes else None
     results = []
     start = time.perf_counter()
     for size in sizes:
         for b in chosen:
-            print(f"  {b.name} ({size}) ...", file=sys.stderr, flush=True)
-            results.append(run_one(b, size, args.device, dtype, args.rounds, args.min_time))
+            if size not in b.shapes:
+                continue
+            print(f"  {b.label} ({size}) ...", file=sys.stderr, flush=True)
+            results.append(run_one(b, size, args.device, dtype, args.rounds, args.min_time, threads=threads))
     elapsed = time.perf_counter() - start
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"cpu ({cpu_capability()}), {_plural(threads, 'thread')} timed"
+    )
     print(format_table(results), file=out)
     print(
         f"\ntorchloss {__version__}, torch {torch.__version__}, {device}, {args.dtype}; "
@@ -953,13 +1150,15 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     sweep_settings = ""
     if sweep_k:
         start = time.perf_counter()
-        sweep = run_sweep(chosen, sweep_k, args.device, dtype, sweep_rounds, sweep_min_time, measured=results)
+        sweep = run_sweep(
+            chosen, sweep_k, args.device, dtype, sweep_rounds, sweep_min_time, measured=results, threads=threads
+        )
         sweep_elapsed = time.perf_counter() - start
         print("\n" + format_table(sweep), file=out)
         measured = {(r.loss, r.shape) for r in results}
         reused = sum((r.loss, r.shape) in measured for r in sweep)
         sweep_settings = (
-            f"{len(sweep)} points for {_plural(len(chosen), 'loss')}, up to {sweep_k} sizes from the small to the large "
+            f"{len(sweep)} points for {_plural(len({r.loss for r in sweep}), 'loss')}, up to {sweep_k} sizes from the small to the large "
             f"shape (geometric interpolation of each dimension); {_plural(sweep_rounds, 'interleaved round')} of "
             f"min-time {sweep_min_time:g} s per point; {_plural(len(sweep) - reused, 'point')} measured in "
             f"{sweep_elapsed:.0f} s, {_plural(reused, 'end point')} reused from the table"
@@ -976,10 +1175,10 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         text = format_markdown(
             results,
             sweep,
-            machine=machine_info(args.device, args.dtype, floor),
+            machine=machine_info(args.device, args.dtype, floor, threads),
             settings=(
                 f"{_plural(args.rounds, 'interleaved round')} of `blocked_autorange(min_run_time={args.min_time:g})` "
-                f"per loss and size; {elapsed:.0f} s"
+                f"per loss and size, on {_plural(threads, 'thread')}; {elapsed:.0f} s"
             ),
             sweep_settings=sweep_settings,
             plots=plots,

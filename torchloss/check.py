@@ -413,6 +413,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="fewer checks: skip gradgradcheck")
     p.add_argument("--csv", metavar="PATH", help="also write one row per individual check to PATH")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="check torchloss.distributed instead: 2 gloo ranks on this machine against the single-process "
+        "cross_entropy of the gathered logits",
+    )
     p.set_defaults(func=main, parser=p)
     return p
 
@@ -450,6 +456,10 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    if getattr(args, "distributed", False):
+        from .distributed.runner import check_main
+
+        return check_main(out, quick=args.quick, unicode=_can_encode(out, "✓✗─"))
     cases = _select(args.parser, args.loss)
     devices = _devices(args.parser, args.device)
     if not cases:

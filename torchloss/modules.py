@@ -43,6 +43,8 @@ __all__ = [
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
     "CTCLoss",
+    "LinearCrossEntropyLoss",
+    "LinearCrossEntropyOptions",
 ]
 
 
@@ -669,4 +671,87 @@ class CTCLoss(_Loss):
     def forward(self, log_probs: Tensor, targets: Tensor, input_lengths, target_lengths) -> Tensor:
         return F.ctc_loss(
             log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction, self.zero_infinity
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Linear cross entropy (a linear layer and its cross entropy, streamed: docs/linear.md)
+
+from .functional.linear import LinearCrossEntropyOptions
+
+
+class LinearCrossEntropyLoss(_WeightedLoss):
+    r"""Cross entropy of ``self.linear``'s logits, never formed whole; see
+    :func:`torchloss.functional.linear_cross_entropy` and docs/linear.md.
+
+    Drop-in for :class:`torch.nn.LinearCrossEntropyLoss`: the same constructor, the flat
+    ``linear.weight`` ``(C * prod(out_features), in_features)`` and ``linear.bias`` parameters
+    (reshaped to ``(C, *out_features, ...)`` in :meth:`forward`), the ``weight`` buffer, the
+    same ``repr``, so state dicts move between the two both ways. ``options`` takes torch's
+    ``LinearCrossEntropyOptions`` or torchloss's own (a memory budget).
+    """
+
+    __constants__ = ["num_classes", "out_features", "reduction", "ignore_index", "label_smoothing"]
+    num_classes: int
+    out_features: tuple
+    ignore_index: int | None
+    label_smoothing: float
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple = (),
+        bias: bool = False,
+        device=None,
+        dtype=None,
+        reduction: str = "mean",
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options=None,
+    ) -> None:
+        if weight is not None and weight.shape != (num_classes,):
+            raise RuntimeError(f"expected weight shape to be {(num_classes,)}, got {tuple(weight.shape)}")
+        if label_smoothing < 0 or label_smoothing > 1.0:
+            raise RuntimeError(f"expected label_smoothing to be in range [0, 1], got {label_smoothing}")
+        super().__init__(weight=weight, size_average=None, reduce=None, reduction=reduction)
+        self.num_classes = num_classes
+        self.out_features = out_features
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        total = num_classes
+        for d in out_features:
+            total *= d
+        self.linear = torch.nn.Linear(in_features, total, bias=bias, device=device, dtype=dtype)
+        self.options = options
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        linear_weight = self.linear.weight.reshape((self.num_classes, *self.out_features, self.linear.in_features))
+        linear_bias = (
+            self.linear.bias.reshape((self.num_classes, *self.out_features)) if self.linear.bias is not None else None
+        )
+        return F.linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            options=self.options,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.linear.in_features},"
+            f" num_classes={self.num_classes},"
+            f" out_features={self.out_features},"
+            f" bias={self.linear.bias is not None},"
+            f" reduction={self.reduction},"
+            f" ignore_index={self.ignore_index},"
+            f" label_smoothing={self.label_smoothing},"
+            f" options={self.options}"
         )

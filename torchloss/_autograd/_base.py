@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from .. import _reduction as R
+from .._autocast import without_autocast
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -44,6 +45,13 @@ class LossFunction(Function):
         forward = cls.__dict__.get("forward")
         if isinstance(forward, staticmethod):
             forward.__func__.__signature__ = inspect.signature(forward.__func__)
+        # A backward (or jvp) run inside an autocast region computes what it computes outside
+        # (torchloss/_autocast.py: the forward already runs with autocast disabled).
+        # (Not torch's defaults: the jvp-less twin of a Dispatch must stay jvp-less for Dynamo.)
+        for name in ("backward", "jvp"):
+            method = cls.__dict__.get(name)
+            if isinstance(method, staticmethod) and method.__func__ is not getattr(Function, name):
+                setattr(cls, name, staticmethod(without_autocast(method.__func__)))
 
 
 class Dispatch:
@@ -85,6 +93,17 @@ class Dispatch:
 
 _transforms_active = torch._C._are_functorch_transforms_active
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+
+
+def batched(t: Tensor) -> bool:
+    """Whether ``t`` is a batched or otherwise wrapped tensor rather than a plain one with storage:
+    a functorch wrapper (``torch.func`` transforms) or a legacy ``BatchedTensor``, which is what a
+    backward receives as its upstream gradient under ``torch.autograd.grad(...,
+    is_grads_batched=True)`` (``gradcheck(check_batched_grad=True)``,
+    ``torch.autograd.functional.jacobian/hessian(vectorize=True)``), with no transform active.
+    Neither may be written into a plain temporary in place, nor read through a data pointer."""
+    return _wrapped(t) or _legacy_batched(t)
 
 
 _TO_COMPLEX = {
@@ -199,19 +218,33 @@ def eager_in_place(*tensors: Tensor | None) -> bool:
     compiler fuses the out-of-place ops anyway), grad mode off (a backward run with
     ``create_graph=True`` or under ``torch.func.grad`` has it on), no
     ``torch.autograd.forward_ad`` level (whose dual tensors would carry tangents through it), and
-    no functorch wrapper among ``tensors`` (a vmap ``BatchedTensor`` may differ in batching from
-    the temporary it would be written into).
+    no batched tensor among ``tensors`` (:func:`batched`: a vmap ``BatchedTensor``, functorch's or
+    the legacy one of ``is_grads_batched``, may differ in batching from the temporary it would be
+    written into). A backward passes its upstream gradient (or a temporary made from it) among
+    ``tensors``: under ``is_grads_batched`` only the gradient is batched.
     """
     if torch.is_grad_enabled() or _fwad._current_level != -1 or torch.compiler.is_compiling():
         return False
     for t in tensors:  # (a loop: a generator under any() costs ~0.5 us, a tenth of a small step)
-        if t is not None and _wrapped(t):
+        if t is not None and (_wrapped(t) or _legacy_batched(t)):
             return False
     return True
 
 
-@functools.lru_cache(maxsize=128)
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+
+
 def constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_constant`, or a fresh tensor while a dispatch mode (``FakeTensorMode``) is active:
+    the mode must own every tensor its ops see, and a tensor made under one must not outlive it."""
+    if not torch.compiler.is_compiling() and _dispatch_modes():
+        with torch.inference_mode(False):
+            return torch.tensor(value, dtype=dtype, device=device)
+    return _constant(value, dtype, device)
+
+
+@functools.lru_cache(maxsize=128)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``value`` (an element count, 0, -1, a loss parameter) as a cached 0-d tensor of ``dtype``.
 
     An op with a Python number operand wraps it into a fresh 0-d tensor on every call (about

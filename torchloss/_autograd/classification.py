@@ -246,7 +246,13 @@ class CrossEntropyLossFunction(LossFunction):
                 logp = logp * _class_view(opmath(weight), input)
             loss = (1 - smoothing) * loss - (smoothing / logp.shape[cd]) * logp.sum(cd)
         loss = torch.where(valid, loss, 0)
-        return _reduce_by(loss, reduction, wt.sum()).to(input.dtype)
+        total = wt.sum()
+        out = _reduce_by(loss, reduction, total)
+        if smoothing > 0 and reduction == R.MEAN:
+            # torch divides the two terms by the total weight separately: with no weight at all
+            # the first is 0/0, so the loss is NaN even where the smoothing term is not 0
+            out = torch.where(total == 0, torch.nan, out)
+        return out.to(input.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

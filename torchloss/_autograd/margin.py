@@ -107,7 +107,7 @@ def _mm_coeff(x: Tensor, y: Tensor, w_y: Tensor | None, p: int, margin: float) -
     else:
         slope = 2 * torch.where(other & (z > 0), z, 0.0)
     if w_y is not None:
-        slope = slope * w_y
+        slope = torch.where(slope > 0, slope * w_y, slope)  # active terms only: inf * 0 is none
     slope = slope / c
     # every active term pulls x[y] down by what it pushes x[i] up (a selection, not a product
     # with a 0/1 mask, so that an infinite slope gives torch's -inf there rather than NaN)
@@ -142,12 +142,15 @@ def _mm_grad_in_place(
         # [z_i > 0] = [x_i > fl(x_y - margin)] exactly (see the module notes); NaN: 0
         s = torch.gt(x, x.gather(1, y).sub_(margin), out=torch.empty_like(x))
         # each active term's slope, rounded as torch's kernel: fl(fl(scale w_y) g)
-        s.mul_(g * scale if w_y is None else (w_y * scale) * g)
+        if w_y is None:
+            s.mul_(g * scale)
+        else:  # (a selection: an infinite weight of an inactive term is no term)
+            s = torch.where(s > 0, (w_y * scale) * g, 0.0)
     else:
         s = x + x.gather(1, y).neg_().add_(margin)  # z (torch's sum, commuted: the same bits)
         s.clamp_min_(0).nan_to_num_(0.0, _INF, -_INF).mul_(2 * scale)  # 2 scale z [z > 0]
         if w_y is not None:
-            s.mul_(w_y)
+            s = torch.where(s > 0, s.mul(w_y), s)  # (an infinite weight of an inactive term: none)
     s.scatter_(1, y, 0.0)
     s.scatter_(1, y, s.sum(1, keepdim=True).neg_())
     if p == 2:
@@ -210,8 +213,10 @@ class MultiMarginLossFunction(LossFunction):
             if p == 2:
                 h.square_()
             if w_y is not None:
-                # a NaN z is no term (torch's `if (z > 0)`), but the NaN of inf * 0 is
-                h.nan_to_num_(0.0, _INF, -_INF).mul_(w_y)
+                # a NaN z is no term (torch's `if (z > 0)`), and neither is a zero one: an
+                # infinite (or NaN) weight multiplies the positive terms only
+                h.nan_to_num_(0.0, _INF, -_INF)
+                h = torch.where(h > 0, h.mul(w_y), h)
             h.scatter_(1, y, 0.0)  # the target's own term
         else:
             z, other = _mm_hinge(x, y, margin)
@@ -219,7 +224,7 @@ class MultiMarginLossFunction(LossFunction):
             if p == 2:
                 h = h * h
             if w_y is not None:
-                h = h * w_y
+                h = torch.where(h > 0, h * w_y, h)  # (only the positive terms: inf * 0 is no term)
         loss = _mm_reduce(h, reduction, target.shape, eager, eager and w_y is None)
         return loss if loss.dtype == input.dtype else loss.to(input.dtype)
 

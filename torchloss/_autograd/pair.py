@@ -289,6 +289,11 @@ def _he_terms(x: Tensor, target: Tensor, margin: float, fast: bool) -> tuple[Ten
     bounds) and the linear term.
     """
     ct = x.dtype
+    if margin != margin:
+        # a NaN margin: the hinge term is NaN everywhere and a clamp bound cannot drop it;
+        # torch's where does (the loss is x where y = 1)
+        hinge = torch.where(target == 1, 0.0, (margin - x).clamp_min(0))
+        return hinge, torch.where(target == -1, 0.0, x)
     hinge = margin - x
     if fast:
         hinge = hinge.clamp_min_(0)
@@ -304,6 +309,9 @@ def _he_terms(x: Tensor, target: Tensor, margin: float, fast: bool) -> tuple[Ten
     return hinge, x.clamp(-bound, bound)
 
 
+_INF_M = float("inf")
+
+
 def _he_coeff(x: Tensor, y: Tensor, margin: float, fast: bool, dtype: torch.dtype) -> Tensor:
     r""":math:`\partial\ell/\partial x = [y \ne -1] - [y \ne 1][x \le m]` on the broadcast shape,
     in ``dtype`` (int8 to be saved, or a floating dtype).
@@ -312,13 +320,14 @@ def _he_coeff(x: Tensor, y: Tensor, margin: float, fast: bool, dtype: torch.dtyp
     is 0 only for equal operands, and the comparison casts ``m`` to the dtype of ``x`` as the
     subtraction does).
     """
-    if fast:
+    if fast and margin not in (_INF_M, -_INF_M):
         # two buffers: the step, which becomes the coefficient, and one target-sized mask
         coeff = _cmp_into(torch.le, x, margin, dtype=dtype)
         mask = _cmp_into(torch.ne, y, 1, dtype=dtype)
         coeff = _mul(coeff, mask, fast)
         return coeff.neg_().add_(_cmp_into(torch.ne, y, -1, mask))
-    active = (x <= margin).to(dtype)  # [m - x >= 0]
+    # [m - x >= 0] (x <= m, except that inf - inf is NaN: no gradient at x = m = ±inf)
+    active = ((x <= margin) if margin not in (_INF_M, -_INF_M) else (margin - x >= 0)).to(dtype)
     return (y != -1).to(dtype) - (y != 1).to(dtype) * active
 
 
@@ -342,7 +351,10 @@ def _he_small(x: Tensor, y: Tensor, margin: float, with_coeff: bool) -> tuple[Te
     loss = x.masked_fill(is_neg, 0).add_(hinge)
     if not with_coeff:
         return loss, x.new_empty(0, dtype=torch.int8)
-    coeff = torch.le(x, margin, out=torch.empty(x.shape, dtype=torch.int8, device=x.device))
+    if margin in (_INF_M, -_INF_M):  # inf - inf is NaN: [m - x >= 0] is 0 at x = m = ±inf
+        coeff = torch.ge(margin - x, 0, out=torch.empty(x.shape, dtype=torch.int8, device=x.device))
+    else:
+        coeff = torch.le(x, margin, out=torch.empty(x.shape, dtype=torch.int8, device=x.device))
     coeff = coeff.masked_fill_(is_pos, 0).neg_().add_(1).add_(is_neg, alpha=-1)
     return loss, coeff
 

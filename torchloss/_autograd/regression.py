@@ -49,7 +49,16 @@ import torch
 from torch import Tensor
 
 from .. import _reduction as R
-from ._base import LossFunction, chunked_reduce, eager_reduce, constant as _const, add_tangents, eager_in_place, opmath, unpack
+from ._base import (
+    LossFunction,
+    add_tangents,
+    chunked_reduce,
+    eager_in_place,
+    eager_reduce,
+    opmath_dtype,
+    unpack,
+)
+from ._base import constant as _const
 
 # L1/MSE weighted 'mean': Σ w·φ(d) / Σ w. Only reachable through the functional's ``weight``.
 MEAN_BY_WEIGHT = 3
@@ -76,13 +85,30 @@ _DOT_MAX = 256
 # its derivative; ``p`` is the loss's scalar parameter (beta, delta) or None.
 
 
+def _compute_dtype(input: Tensor, target: Tensor, weight: Tensor | None = None) -> torch.dtype:
+    """The dtype the general code computes in: the promotion of every operand (weight included,
+    and a 0-d operand like any other, since torch broadcasts the pair before computing), in
+    float32 for float16/bfloat16. At least the precision of torch's result dtype, so that a
+    float64 result is float64-accurate and a float32 input against a float64 target (or
+    weight) is computed in float64, as torch does, and rounded once."""
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    if weight is not None:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    return opmath_dtype(dtype)
+
+
+def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
 def _forward(phi, p, input, target, weight, reduction, out_dtype):
-    d = opmath(input) - opmath(target)
+    ct = _compute_dtype(input, target, weight)
+    d = _as(input, ct) - _as(target, ct)
     loss = phi(d, p)
     if weight is not None:
-        loss = loss * opmath(weight)
+        loss = loss * _as(weight, ct)
     if reduction == MEAN_BY_WEIGHT:
-        out = loss.sum() / opmath(weight).sum()
+        out = loss.sum() / _as(weight, ct).sum()
     else:
         out = R.reduce(loss, reduction)
     return out.to(out_dtype)
@@ -106,8 +132,9 @@ def _mean_by_weight(loss_w: Tensor, w: Tensor):
 def _backward(phi, dphi, ctx, grad):
     input, target, weight = unpack(ctx, 3)
     need_x, need_y, need_w = ctx.needs_input_grad[:3]
-    d = opmath(input) - opmath(target)
-    w = None if weight is None else opmath(weight)
+    ct = _compute_dtype(input, target, weight)
+    d = _as(input, ct) - _as(target, ct)
+    w = _as(weight, ct)
     if ctx.reduction == MEAN_BY_WEIGHT:
         value, total = _mean_by_weight(phi(d, ctx.p) * w, w)
         g = grad / total
@@ -115,9 +142,8 @@ def _backward(phi, dphi, ctx, grad):
         g = R.unreduce(grad, d.shape, ctx.reduction)
     gx = gy = gw = None
     if need_x or need_y:
-        gd = dphi(d, ctx.p) * g
-        if w is not None:
-            gd = gd * w
+        # (g w first: with a tiny total weight, g = grad/W is huge and φ' g alone may overflow)
+        gd = dphi(d, ctx.p) * (g if w is None else g * w)
         gx = R.sum_to(gd, input) if need_x else None
         gy = R.sum_to(-gd, target) if need_y else None
     if need_w:
@@ -130,19 +156,20 @@ def _backward(phi, dphi, ctx, grad):
 
 def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
     input, target, weight = unpack(ctx, 3)
-    d = opmath(input) - opmath(target)
-    w = None if weight is None else opmath(weight)
-    t_d = add_tangents(t_input, None if t_target is None else -t_target)
+    ct = _compute_dtype(input, target, weight)
+    d = _as(input, ct) - _as(target, ct)
+    w = _as(weight, ct)
+    t_d = add_tangents(_as(t_input, ct), None if t_target is None else -_as(t_target, ct))
     t_loss = None
     if t_d is not None:
-        t_loss = dphi(d, ctx.p) * opmath(t_d)
+        t_loss = dphi(d, ctx.p) * t_d
         if w is not None:
             t_loss = t_loss * w
     if t_weight is not None:
-        t_loss = add_tangents(t_loss, phi(d, ctx.p) * opmath(t_weight))
+        t_loss = add_tangents(t_loss, phi(d, ctx.p) * _as(t_weight, ct))
     if ctx.reduction == MEAN_BY_WEIGHT:
         value, total = _mean_by_weight(phi(d, ctx.p) * w, w)
-        t_total = 0 if t_weight is None else opmath(t_weight).sum()
+        t_total = 0 if t_weight is None else _as(t_weight, ct).sum()
         out = (t_loss.sum() - value * t_total) / total
     elif ctx.reduction == R.NONE:
         out = t_loss.expand(d.shape)
@@ -305,7 +332,8 @@ class L1LossFunction(LossFunction):
             dtype = torch.promote_types(dtype, weight.dtype)
         loss = _forward(_abs, None, input, target, weight, reduction, dtype)
         if keep_sign:
-            sign = (opmath(input) - opmath(target)).sign().to(torch.int8)
+            ct = _compute_dtype(input, target)
+            sign = (_as(input, ct) - _as(target, ct)).sign().to(torch.int8)
         else:
             sign = loss.new_empty(0, dtype=torch.int8)
         return loss, sign
@@ -453,14 +481,18 @@ class HuberLossFunction(LossFunction):
 
     The two branches meet with equal value and slope at :math:`|d| = \delta`, so the derivative
     is continuous; its own derivative (used by double backward) is :math:`[\,|d| \le \delta\,]`.
-    The result has the dtype of ``input`` (torch's rule for Huber, unlike L1/MSE, which promote).
+    The result has the dtype of ``input`` (torch's rule for Huber, unlike L1/MSE, which promote),
+    promoted with ``weight``'s where one is given (torch multiplies its loss by the weight); it is
+    computed in the promotion of every operand (a float64 target counts) and rounded once.
     """
 
     @staticmethod
     def forward(input, target, weight, reduction, delta):
         if weight is None and _eager(input, target):
             return _eager_forward(_huber_, delta, input, target, reduction, _huber_factors)
-        return _forward(_huber, delta, input, target, weight, reduction, input.dtype)
+        # torch multiplies its unweighted loss (input's dtype) by the weight: that promotes
+        dtype = input.dtype if weight is None else torch.promote_types(input.dtype, weight.dtype)
+        return _forward(_huber, delta, input, target, weight, reduction, dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

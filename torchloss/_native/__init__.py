@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor as _FakeTensor
 
 __all__ = ["module", "state", "build", "load", "enabled", "eager"]
 
@@ -163,7 +164,7 @@ def eager(*tensors: Tensor) -> bool:
     if torch.compiler.is_compiling() or _transforms_active() or _forward_ad._current_level >= 0:
         return False
     for t in tensors:
-        if not t.is_cpu or _wrapped(t):
+        if not t.is_cpu or _wrapped(t) or isinstance(t, _FakeTensor):  # (fake: no data to loop over)
             return False
     return True
 
@@ -176,15 +177,17 @@ REFERENCES: dict[str, Callable[[list[Tensor], list[float]], Tensor]] = {}
 
 
 def _reference_backward(name: str, tensors: list[Tensor], scalars: list[float], grad: Tensor):
-    """Called by a kernel's backward when grad mode is on (``create_graph=True``): the gradients
-    of the reference loss at the saved ``tensors`` (which carry the forward's graph), with
-    ``create_graph=True``; None where a tensor does not require grad."""
+    """Called by a kernel's backward when grad mode is on (``create_graph=True``) or ``grad`` is
+    batched (``is_grads_batched=True``: a loop cannot read it): the gradients of the reference
+    loss at the saved ``tensors`` (which carry the forward's graph), with ``create_graph`` as the
+    backward runs (on for create_graph); None where a tensor does not require grad."""
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         loss = REFERENCES[name](tensors, scalars)
         wrt = [i for i, t in enumerate(tensors) if t.requires_grad]
         if not wrt:
             return [None] * len(tensors)
-        got = torch.autograd.grad(loss, [tensors[i] for i in wrt], grad, create_graph=True, allow_unused=True)
+        got = torch.autograd.grad(loss, [tensors[i] for i in wrt], grad, create_graph=create_graph, allow_unused=True)
     out: list[Tensor | None] = [None] * len(tensors)
     for i, g in zip(wrt, got):
         out[i] = g

@@ -39,6 +39,8 @@ from .pair import (
 )
 from .triplet import triplet_margin_loss, triplet_margin_with_distance_loss
 from .ctc import ctc_loss
+from .linear import LinearCrossEntropyOptions, linear_cross_entropy
+from .adaptive import adaptive_log_prob, adaptive_log_softmax_with_loss, adaptive_predict
 
 __all__ = [
     "l1_loss",
@@ -62,4 +64,20 @@ __all__ = [
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
     "ctc_loss",
+    "linear_cross_entropy",
+    "adaptive_log_softmax_with_loss",
+    "adaptive_log_prob",
+    "adaptive_predict",
 ]
+
+# Autocast as torch does it (torchloss/_autocast.py, docs/autocast.md): every public functional,
+# and so every module (they call these), gets its torch twin's cast policy from one table, and
+# runs with autocast disabled inside. A name without a policy is left as it is (and fails
+# tests/test_autocast.py's coverage test).
+from .._autocast import POLICIES as _POLICIES
+from .._autocast import wrap as _autocast_wrap
+
+for _name in __all__:
+    if _name in _POLICIES:
+        globals()[_name] = _autocast_wrap(_name, globals()[_name])
+del _name

@@ -6,6 +6,7 @@ import warnings
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .. import _reduction as R
 from .._autograd._base import broadcast_shape
@@ -57,6 +58,18 @@ def _name(t: Tensor | torch.dtype) -> str:
     return str(getattr(t, "dtype", t)).replace("torch.", "")
 
 
+def _on_host(t: Tensor) -> bool:
+    """Whether a value check may read ``t`` on the host: a real CPU tensor (under ``torch.func``
+    transforms, the plain tensor underneath) outside ``torch.compile``. A meta or fake tensor
+    (``FakeTensorMode``) has no values and a CUDA one would synchronise: their checks are
+    ``torch._assert_async`` instead (a no-op on meta and fake tensors, as torch's meta kernels
+    skip value checks; a device-side assert on CUDA)."""
+    if torch.compiler.is_compiling():
+        return False
+    t = _unwrap_functorch(t)
+    return t.device.type == "cpu" and not isinstance(t, FakeTensor)
+
+
 def _unwrap_functorch(t: Tensor) -> Tensor:
     # Under torch.func transforms the tensor is a wrapper (a BatchedTensor under vmap, on which
     # a value check would be data-dependent control flow, which vmap refuses). The innermost
@@ -67,14 +80,34 @@ def _unwrap_functorch(t: Tensor) -> Tensor:
     return t
 
 
-def _check_broadcastable(fn: str, name: str, t: Tensor, other: str, shape) -> None:
-    """RuntimeError unless ``t`` and ``shape`` broadcast together."""
+def _check_broadcastable(fn: str, name: str, t: Tensor, other: str, shape, first: bool = False) -> None:
+    """RuntimeError unless ``t`` and ``shape`` broadcast together.
+
+    The message starts with torch's words for the op that fails there (``other`` is tensor
+    ``a`` of torch's binary op and ``t`` tensor ``b``; ``first``: the other way round), which
+    torch's own tests match, followed by which argument and shapes it is about."""
+    ndim = max(len(t.shape), len(shape))
     for i, (a, b) in enumerate(zip(reversed(t.shape), reversed(shape)), start=1):
         if a != b and a != 1 and b != 1:
+            sa, sb = (a, b) if first else (b, a)
             raise RuntimeError(
-                f"{fn}: {name} of shape {list(t.shape)} is not broadcastable with the {other} "
-                f"shape {list(shape)}: size {a} does not match size {b} at dimension {-i}"
+                f"The size of tensor a ({sa}) must match the size of tensor b ({sb}) at non-singleton "
+                f"dimension {ndim - i} ({fn}: {name} of shape {list(t.shape)} is not broadcastable "
+                f"with the {other} shape {list(shape)}: size {a} does not match size {b} at dimension {-i})"
             )
+
+
+_C10_NAMES = {
+    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
+    torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char",
+    torch.uint8: "Byte", torch.bool: "Bool", torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble", torch.complex32: "ComplexHalf",
+}
+
+
+def _c10_name(t: Tensor) -> str:
+    """The name ATen's messages give ``t``'s dtype ("Float", "Long", ...)."""
+    return _C10_NAMES.get(t.dtype, str(t.dtype).replace("torch.", ""))
 
 
 def _not_differentiable(fn: str, name: str, t: Tensor | None) -> None:
@@ -101,3 +134,11 @@ def _require_tensor(fn: str, name: str, position: int, value) -> None:
         raise TypeError(
             f"{fn}(): argument '{name}' (position {position}) must be Tensor, not {type(value).__name__}"
         )
+
+
+def _require_bool(fn: str, name: str, position: int | None, value) -> bool:
+    """torch's argument parser for a ``bool`` argument: only a Python bool passes (TypeError)."""
+    if not isinstance(value, bool):
+        where = f" (position {position})" if position is not None else ""
+        raise TypeError(f"{fn}(): argument '{name}'{where} must be bool, not {type(value).__name__}")
+    return value

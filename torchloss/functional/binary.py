@@ -18,6 +18,8 @@ from ._common import (
     _check_broadcastable,
     _name,
     _not_differentiable,
+    _on_host,
+    _require_tensor,
     _unwrap_functorch,
 )
 
@@ -61,7 +63,7 @@ def _check_unit_interval(t: Tensor, name: str) -> None:
     """
     if not torch.compiler.is_compiling():
         t = _unwrap_functorch(t)
-        if t.device.type == "cpu":
+        if _on_host(t):
             if t.numel():
                 lo, hi = torch.aminmax(t.detach())
                 if not (float(lo) >= 0 and float(hi) <= 1):
@@ -122,8 +124,8 @@ def binary_cross_entropy(
     # are) are range-checked inside the forward, mostly after the fact and without detaching
     # (BCELossFunction's ``check``); every other case here, before.
     check = (
-        input.device.type == "cpu"
-        and not torch.compiler.is_compiling()
+        _on_host(input)
+        and _on_host(target)
         and not torch._C._are_functorch_transforms_active()
         and not _bce_wrapped(input)
         and not _bce_wrapped(target)
@@ -203,6 +205,9 @@ def binary_cross_entropy_with_logits(
     code = R.get_enum(reduction)
     if target.size() != input.size():
         raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    for i, (name, t) in enumerate((("weight", weight), ("pos_weight", pos_weight))):
+        if t is not None:  # torch's argument parser
+            _require_tensor(fn, name, 3 + i, t)
     _not_differentiable(fn, "weight", weight)
     _not_differentiable(fn, "pos_weight", pos_weight)
     if not input.dtype.is_floating_point:
@@ -210,7 +215,7 @@ def binary_cross_entropy_with_logits(
     if pos_weight is not None:
         if pos_weight.dtype == torch.bool or pos_weight.dtype.is_complex:
             raise RuntimeError(f"{fn}: pos_weight must be a real number tensor, got {_name(pos_weight.dtype)}")
-        _check_broadcastable(fn, "pos_weight", pos_weight, "target", target.shape)
+        _check_broadcastable(fn, "pos_weight", pos_weight, "target", target.shape, first=True)
         _check_fits(fn, "pos_weight", pos_weight, input.shape)
     if target.dtype.is_complex:
         # torch returns a complex "loss" here; torchloss does not support complex targets.
@@ -250,6 +255,8 @@ def soft_margin_loss(
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
+    _require_tensor(fn, "input", 1, input)  # torch's argument parser
+    _require_tensor(fn, "target", 2, target)
     _not_differentiable(fn, "target", target)
     if input.dtype == torch.bool:
         raise RuntimeError(f"{fn}: input must be floating point, got bool")
@@ -265,5 +272,22 @@ def soft_margin_loss(
         )
     if target.dtype.is_complex:
         raise RuntimeError(f"{fn}: target must be real, got {_name(target.dtype)} (the loss is {_name(input.dtype)})")
+    if (
+        native.module is not None
+        and input.numel() <= _SOFT_MARGIN_NATIVE_MAX
+        and input.dtype in (torch.float32, torch.float64)
+        and target.dtype == input.dtype
+        and target.shape == input.shape
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and native.eager(input, target)
+    ):
+        return native.module.soft_margin_loss(input, target, code)  # (csrc/binary.cpp)
     return _soft_margin(input, target, code)
+
+
+# soft_margin_loss's kernel: small inputs only (a scalar exp and log1p per element; the
+# reference's vectorised ops are faster beyond)
+_SOFT_MARGIN_NATIVE_MAX = 2048
+native.REFERENCES["soft_margin_loss"] = lambda t, s: SoftMarginLossFunction.apply(t[0], t[1], int(s[0]))
 

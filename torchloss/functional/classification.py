@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 
 import torch
 from torch import Tensor
@@ -18,7 +19,16 @@ from .._autograd.classification import (
     NLLLossFunction,
     NLLLossPlainFunction,
 )
-from ._common import _NATIVE_FLOAT, _name, _not_differentiable, _unwrap_functorch
+from ._common import (
+    _NATIVE_FLOAT,
+    _c10_name,
+    _name,
+    _not_differentiable,
+    _on_host,
+    _require_tensor,
+    _unwrap_functorch,
+)
+from .pair import _require_float
 
 # ============================================================================================
 # Classification: NLL, cross entropy
@@ -35,6 +45,37 @@ _ce_plain = Dispatch(CrossEntropyPlainFunction)
 _PLAIN_KERNELS = {NLLLossPlainFunction: "nll_loss", CrossEntropyPlainFunction: "cross_entropy"}
 native.REFERENCES["nll_loss"] = lambda t, s: NLLLossPlainFunction.apply(t[0], t[1].unsqueeze(1), int(s[0]))
 native.REFERENCES["cross_entropy"] = lambda t, s: CrossEntropyPlainFunction.apply(t[0], t[1].unsqueeze(1), int(s[0]))
+# the kernels of class weights, ignore_index and label smoothing (csrc/classification.cpp)
+native.REFERENCES["cross_entropy_weighted"] = lambda t, s: CrossEntropyLossFunction.apply(
+    t[0], t[1], t[2] if len(t) > 2 else None, int(s[0]), int(s[1]), s[2]
+)
+native.REFERENCES["nll_weighted"] = lambda t, s: NLLLossFunction.apply(
+    t[0], t[1], t[2] if len(t) > 2 else None, int(s[0]), int(s[1])
+)
+
+
+def _try_weighted(name: str, input: Tensor, target: Tensor, weight: Tensor | None, *args):
+    """The loss from the native kernel ``name`` (``cross_entropy_weighted``/``nll_weighted``:
+    class weights, ``ignore_index``, label smoothing) for a validated eager call on a contiguous
+    float/double ``(N, C)`` input, or None (the general reference path). A target outside
+    ``[0, C)`` that is not ``ignore_index`` makes the kernel raise: the reference then raises
+    torch's IndexError."""
+    kernels = native.module
+    if (
+        kernels is None
+        or input.dim() != 2
+        or input.dtype not in _NATIVE_FLOAT
+        or target.dtype != torch.int64
+        or not (input.is_contiguous() and target.is_contiguous())
+        or input.shape[0] == 0
+        or (weight is not None and not (weight.dtype == input.dtype and weight.is_contiguous()))
+        or not (native.eager(input, target) if weight is None else native.eager(input, target, weight))
+    ):
+        return None
+    try:
+        return getattr(kernels, name)(input, target, weight, *args)
+    except RuntimeError:
+        return None
 
 
 def _plain_layout(input: Tensor, target: Tensor) -> bool:
@@ -49,6 +90,7 @@ def _plain_layout(input: Tensor, target: Tensor) -> bool:
         nd < 2
         or target.dtype != torch.int64
         or not (input.is_cpu and target.is_cpu and input.is_floating_point())
+        or not _on_host(target)
         or torch.compiler.is_compiling()
     ):
         return False
@@ -118,6 +160,14 @@ def _plain_apply(plain: Dispatch, input: Tensor, target: Tensor, code: int) -> T
     return plain.eager(input, idx, code)
 
 
+def _require_tensors(fn: str, input, target, weight) -> None:
+    # torch's argument parser: input, target and weight (or None) must be tensors (TypeError)
+    _require_tensor(fn, "input", 1, input)
+    _require_tensor(fn, "target", 2, target)
+    if weight is not None:
+        _require_tensor(fn, "weight", 3, weight)
+
+
 def _require_int(fn: str, name: str, position: int, value) -> int:
     """torch's argument parser for an ``int`` argument: integers and integer-likes (a numpy
     integer, a one-element integer tensor) pass, ``bool`` and ``float`` are a TypeError."""
@@ -139,6 +189,11 @@ def _check_index_targets(fn: str, input: Tensor, target: Tensor, weight: Tensor 
             f"Expected input batch_size ({input.size(0)}) to match target batch_size ({target_batch})."
         )
     if input.dim() == 1 and target.dim() == 1 and target.size(0) != 1:
+        if target.dtype not in (torch.int64, torch.uint8):  # (torch checks the dtype first here)
+            raise RuntimeError(
+                f"{fn}: expected target dtype to be Long or Byte (int64 or uint8 class indices), "
+                f"but got {_name(target)}"
+            )
         raise ValueError(
             f"For 1D input, 1D target must have size 1, but got target size: {target.size(0)}"
         )
@@ -170,7 +225,18 @@ def _check_index_targets(fn: str, input: Tensor, target: Tensor, weight: Tensor 
         raise NotImplementedError(f"{fn}: expected a floating-point input, got {_name(input)}")
     if weight is not None and weight.dtype != input.dtype:
         raise RuntimeError(
-            f"{fn}: expected weight of the input's dtype {_name(input)}, got {_name(weight)}"
+            f"expected scalar type {_c10_name(input)} but found {_c10_name(weight)} ({fn}: expected "
+            f"weight of the input's dtype {_name(input)}, got {_name(weight)})"
+        )
+
+
+def _check_spatial_target_dtype(fn: str, input: Tensor, target: Tensor, code: int) -> None:
+    # torch's spatial kernel (nll_loss2d, which every K-dimensional input goes through) takes
+    # int64 targets only; it skips the check for an empty target unless the reduction is 'none'
+    if target.dtype == torch.uint8 and input.dim() >= 3 and (target.numel() > 0 or code == R.NONE):
+        raise RuntimeError(
+            f"{fn}: expected scalar type Long but found Byte (uint8 targets are supported for "
+            f"(C) and (N, C) inputs only, got an input of {input.dim()} dimensions)"
         )
 
 
@@ -198,7 +264,7 @@ def _check_class_range(target: Tensor, n_classes: int, ignore_index: int) -> Non
     """
     if target.numel() == 0:
         return
-    if torch.compiler.is_compiling() or target.device.type != "cpu":
+    if not _on_host(target):
         t = target.long()
         ok = ((t == ignore_index) | ((t >= 0) & (t < n_classes))).all()
         torch._assert_async(ok, f"Target out of bounds: class indices must lie in [0, {n_classes})")
@@ -232,6 +298,7 @@ def nll_loss(
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
+    _require_tensors("nll_loss_nd", input, target, weight)
     if type(ignore_index) is not int:
         ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
     if weight is None:
@@ -239,7 +306,14 @@ def nll_loss(
         loss = _try_plain(_nll_plain, input, target, ignore_index, code, math.inf)
         if loss is not None:
             return loss
+    if weight is None or not weight.requires_grad:
+        # the weighted kernel checks what torch's validation below would (it raises, and None
+        # comes back, for anything it does not take): tried first, as the plain one
+        loss = _try_weighted("nll_weighted", input, target, weight, code, ignore_index)
+        if loss is not None:
+            return loss
     _check_index_targets("nll_loss", input, target, weight)
+    _check_spatial_target_dtype("nll_loss", input, target, code)
     _not_differentiable("nll_loss_forward", "weight", weight)
     _check_class_range(target, _n_classes(input), ignore_index)
     return _nll(input, target, weight, code, ignore_index)
@@ -265,11 +339,18 @@ def cross_entropy(
     :math:`\ell = \sum_c w_c t'_c (\mathrm{lse}(x) - x_c)`, ``'mean'`` dividing by the number of
     positions. A negative ``label_smoothing`` counts as 0, as in torch.
     """
+    if type(input) is not Tensor and _is_dtensor(input):  # class-sharded logits: torchloss.distributed
+        from ..distributed import dtensor_cross_entropy
+
+        return dtensor_cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
+    _require_tensors("cross_entropy_loss", input, target, weight)
     if type(ignore_index) is not int:
         ignore_index = _require_int("cross_entropy_loss", "ignore_index", 5, ignore_index)
+    if type(label_smoothing) is not float:
+        label_smoothing = _require_float("cross_entropy_loss", "label_smoothing", 6, label_smoothing)
     smoothing = float(label_smoothing) if label_smoothing > 0 else 0.0
     if input.shape == target.shape:
         # class probabilities
@@ -298,6 +379,11 @@ def cross_entropy(
         loss = _try_plain(_ce_plain, input, target, ignore_index, code, 4096)
         if loss is not None:
             return loss
+    if weight is None or not weight.requires_grad:
+        # weights, label smoothing, ignored targets: the weighted kernel, tried first as above
+        loss = _try_weighted("cross_entropy_weighted", input, target, weight, code, ignore_index, smoothing)
+        if loss is not None:
+            return loss
     _check_smoothing(smoothing)
     if input.dim() == 0:
         raise IndexError(
@@ -307,9 +393,22 @@ def cross_entropy(
     if not input.is_floating_point():
         raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
     _check_index_targets("cross_entropy", input, target, weight)
+    _check_spatial_target_dtype("cross_entropy", input, target, code)
+    if smoothing and weight is not None and target.dtype == torch.uint8:
+        # torch's smoothing term gathers the class weights at the targets: uint8 is no index
+        raise RuntimeError(
+            "cross_entropy: gather(): Expected dtype int32/int64 for index (uint8 targets with "
+            "class weights and label smoothing)"
+        )
     _not_differentiable("nll_loss_forward", "weight", weight)
     _check_class_range(target, _n_classes(input), ignore_index)
     return _ce(input, target, weight, code, ignore_index, smoothing)
+
+
+def _is_dtensor(x) -> bool:
+    # a DTensor exists only once torch.distributed.tensor was imported: no import here
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(x, mod.DTensor)
 
 
 def _check_smoothing(smoothing: float) -> None:

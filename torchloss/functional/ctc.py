@@ -7,9 +7,11 @@ import operator
 import torch
 from torch import Tensor
 
+from .. import _native as native
 from .. import _reduction as R
 from .._autograd._base import Dispatch
 from .._autograd.ctc import CTCLossFunction
+from ._common import _NATIVE_FLOAT, _on_host
 
 # --------------------------------------------------------------------------------------------
 # Connectionist temporal classification
@@ -25,6 +27,10 @@ from .._autograd.ctc import CTCLossFunction
 # targets and int64 ``(N)`` lengths; concatenated targets are scattered into a padded tensor here.
 
 _ctc = Dispatch(CTCLossFunction)
+# the native kernel's create_graph backward: the reference at the kernel's saved arguments
+native.REFERENCES["ctc_loss"] = lambda t, s: CTCLossFunction.apply(
+    t[0], t[1], t[2], t[3], int(s[0]), int(s[1]), bool(s[2]), True
+)[0]
 
 
 def _ctc_lengths(value, name: str, device) -> Tensor:
@@ -47,6 +53,7 @@ def _ctc_type_error(log_probs, targets, input_lengths, target_lengths, blank, ze
     both_lists = is_int_seq(input_lengths) and is_int_seq(target_lengths)
     ok = ok and (both_tensors or both_lists)
     ok = ok and hasattr(blank, "__index__") and not isinstance(blank, bool)
+    ok = ok and not (isinstance(blank, Tensor) and blank.dim() != 0)  # (torch's parser)
     ok = ok and isinstance(zero_infinity, bool)
     if not ok:
         got = ", ".join(
@@ -63,7 +70,7 @@ def _ctc_type_error(log_probs, targets, input_lengths, target_lengths, blank, ze
 
 def _ctc_host_values(t: Tensor) -> list[int] | None:
     """The values of a length tensor when reading them costs no device synchronisation."""
-    if torch.compiler.is_compiling() or t.device.type != "cpu":
+    if not _on_host(t):
         return None
     if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return None
@@ -135,6 +142,11 @@ def ctc_loss(
     code = R.get_enum(reduction)
     _ctc_type_error(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity)
     blank = operator.index(blank)
+    if log_probs.dim() == 0:  # torch unsqueezes dimension 1 of an unbatched input first
+        raise IndexError(
+            "ctc_loss: log_probs must be (T, N, C) or (T, C), got a 0-d tensor "
+            "(Dimension out of range (expected to be in range of [-1, 0], but got 1))"
+        )
     if not (log_probs.is_floating_point() and not log_probs.is_complex()):
         raise NotImplementedError(
             f"ctc_loss: expected floating-point log_probs, got {str(log_probs.dtype).replace('torch.', '')}"
@@ -146,7 +158,9 @@ def ctc_loss(
     tl = _ctc_lengths(target_lengths, "target_lengths", device)
     unbatched = log_probs.dim() == 2
     x = log_probs.unsqueeze(1) if unbatched else log_probs
-    if unbatched:
+    if unbatched and targets.dim() != 1:
+        # (torch reads a 1-d target of an unbatched call as the concatenated form: its length
+        # must be the target length)
         targets = targets.unsqueeze(0)
     if x.dim() != 3:
         raise RuntimeError(
@@ -189,5 +203,14 @@ def ctc_loss(
             f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for "
             f"argument #2 'targets'{suffix}"
         )
+    kernels = native.module
+    if (
+        kernels is not None
+        and log_probs.dtype in _NATIVE_FLOAT
+        and log_probs.is_contiguous()
+        and native.eager(log_probs, padded, il, tl)
+    ):
+        # the native kernel (torchloss/_native/csrc/ctc.cpp): the samples in parallel
+        return kernels.ctc_loss(log_probs, padded, il, tl, blank, code, zero_infinity)
     with_grad = torch.is_grad_enabled() and x.requires_grad
     return _ctc(log_probs, padded, il, tl, blank, code, zero_infinity, with_grad)[0]

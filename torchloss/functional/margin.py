@@ -15,12 +15,16 @@ from .._autograd.margin import (
 )
 from ._common import (
     _NATIVE_FLOAT,
+    _c10_name,
     _check_broadcastable,
     _name,
     _not_differentiable,
+    _on_host,
     _require_reduction_string,
+    _require_tensor,
     _unwrap_functorch,
 )
+from .pair import _require_float
 
 # ============================================================================================
 # Multi-class margin: MultiMargin, MultiLabelMargin, MultiLabelSoftMargin
@@ -61,8 +65,9 @@ def _class_count(fn: str, input: Tensor) -> int:
         return 1
     if nd > 2 or input.shape[-1] == 0:
         raise RuntimeError(
-            f"{fn}: expected input to be a non-empty vector (C) or matrix (N, C) with C > 0 "
-            f"(N may be 0), got input of shape {list(input.shape)}"
+            "Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+            f"{list(input.shape)} ({fn}: expected input to be a non-empty vector (C) or matrix "
+            "(N, C) with C > 0; N may be 0)"
         )
     return input.shape[-1]
 
@@ -76,7 +81,8 @@ def _require_floating_input(fn: str, input: Tensor) -> None:
 def _require_int64_target(fn: str, target: Tensor) -> None:
     if target.dtype != torch.int64:
         raise RuntimeError(
-            f"{fn}: expected target of dtype int64 (class indices), got {_name(target)}"
+            f"expected scalar type Long but found {_c10_name(target)} ({fn}: expected target of dtype "
+            f"int64 (class indices), got {_name(target)})"
         )
 
 
@@ -88,7 +94,7 @@ def _assert_in_range(t: Tensor, low: int, high: int, message: str) -> None:
     """
     if not torch.compiler.is_compiling():
         t = _unwrap_functorch(t)
-        if t.device.type == "cpu" and t.dtype == torch.int64:
+        if _on_host(t) and t.dtype == torch.int64:
             # on the CPU, _assert_async reads its flag on the host anyway: read the extremes
             # instead (one reduction rather than four ops, a few microseconds on small batches)
             if t.numel():
@@ -136,6 +142,15 @@ def multi_margin_loss(
             f"{fn}: weight must be one-dimensional (one weight per class), got a "
             f"{weight.dim()}-d weight of shape {list(weight.shape)}"
         )
+    # torch's argument parser, in its order (input, target, p, margin, weight): TypeError
+    _require_tensor(fn, "input", 1, input)
+    _require_tensor(fn, "target", 2, target)
+    if isinstance(p, Tensor) and p.dim() != 0:  # p is a Scalar: a number or a 0-d tensor
+        raise TypeError(f"{fn}(): argument 'p' (position 3) must be Number, not Tensor")
+    if type(margin) is not float:
+        if isinstance(margin, complex):  # (a Scalar: torch fails converting it to a double)
+            raise RuntimeError(f"{fn}: margin must be real, got {margin} (value cannot be converted to type double)")
+        margin = _require_float(fn, "margin", 4, margin)
     _not_differentiable(fn, "weight", weight)
     classes = _class_count(fn, input)
     n = input.shape[0] if input.dim() == 2 else 1
@@ -147,14 +162,15 @@ def multi_margin_loss(
         )
     if weight is not None and weight.numel() != classes:
         raise RuntimeError(
-            f"{fn}: inconsistent weight size, expected {classes} (one per class) but got "
-            f"{list(weight.shape)}"
+            f"inconsistent weight size, expected {classes} but got {list(weight.shape)} ({fn}: one "
+            "weight per class)"
         )
     _require_floating_input(fn, input)
     _require_int64_target(fn, target)
     if weight is not None and weight.dtype != input.dtype:
         raise RuntimeError(
-            f"{fn}: expected weight of the input's dtype ({_name(input)}), got {_name(weight)}"
+            f"expected scalar type {_c10_name(input)} but found {_c10_name(weight)} ({fn}: expected "
+            f"weight of the input's dtype ({_name(input)}), got {_name(weight)})"
         )
     p = 1 if p == 1 else 2
     kernel = getattr(native.module, "multi_margin_loss", None)  # None: not built (or not this family)
@@ -166,6 +182,9 @@ def multi_margin_loss(
         and target.is_contiguous()
         and (weight is None or weight.is_contiguous())
         and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
+        # (the kernel multiplies every term by an infinite weight, inactive ones too: inf * 0;
+        # the reference takes those few calls; one host read of C weights on the CPU)
+        and (weight is None or bool(weight.isfinite().all()))
     ):
         # the native kernel (see torchloss/_native); it runs the range check below itself, with
         # the same message
@@ -204,6 +223,8 @@ def multilabel_margin_loss(
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
     code = R.get_enum(reduction)
+    _require_tensor(fn, "input", 1, input)
+    _require_tensor(fn, "target", 2, target)
     classes = _class_count(fn, input)
     if input.dim() <= 1:
         fits = target.dim() <= 1 and target.numel() == classes
@@ -211,8 +232,8 @@ def multilabel_margin_loss(
         fits = target.shape == input.shape
     if not fits:
         raise RuntimeError(
-            f"{fn}: inconsistent target size: expected target of the input's shape "
-            f"{list(input.shape)}, got {list(target.shape)}"
+            f"inconsistent target size: {list(target.shape)} for input of size: {list(input.shape)} "
+            f"({fn}: expected target of the input's shape)"
         )
     # torch checks the range of the target's values (as integers) before any dtype
     if target.dtype.is_complex:
@@ -249,7 +270,7 @@ def multilabel_margin_loss(
     # the forward computes the gradient coefficients alongside the loss when they will be needed
     with_grad = input.requires_grad and torch.is_grad_enabled()
     labels = -1  # a bound on the rows' label counts, when known (see _ml_label_count)
-    if input.dim() == 2 and target.device.type == "cpu":
+    if input.dim() == 2 and _on_host(target):
         limit = MultiLabelMarginLossFunction.label_limit(*input.shape)
         if limit and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
             labels = _ml_label_count(target, limit)
@@ -299,6 +320,16 @@ def _ml_label_count(target: Tensor, limit: int) -> int:
 # MultiLabelSoftMargin
 
 
+def _number_as_tensor(fn: str, name: str, value, input: Tensor):
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return torch.tensor(value, dtype=input.dtype if input.dtype.is_floating_point else None, device=input.device)
+    if isinstance(value, complex):  # torch returns a complex "loss", as for a complex tensor
+        raise NotImplementedError(f"{fn}: {name} must be real, got a complex number")
+    raise TypeError(f"{fn}(): {name} must be a Tensor or a real number, not {type(value).__name__}")
+
+
 def multilabel_soft_margin_loss(
     input: Tensor,
     target: Tensor,
@@ -322,9 +353,15 @@ def multilabel_soft_margin_loss(
     fn = "multilabel_soft_margin_loss"
     if size_average is not None or reduce is not None:
         reduction = R.legacy_get_string(size_average, reduce)
+    _require_tensor(fn, "input", 1, input)
+    # torch's formula takes a Python number as target or weight (a constant); other non-tensors
+    # fail in its arithmetic with a TypeError
+    target = _number_as_tensor(fn, "target", target, input)
+    if weight is not None:
+        weight = _number_as_tensor(fn, "weight", weight, input)
     if not input.dtype.is_floating_point:
         raise NotImplementedError(f"{fn}: expected floating-point input (logits), got {_name(input)}")
-    _check_broadcastable(fn, "target", target, "input", input.shape)
+    _check_broadcastable(fn, "target", target, "input", input.shape, first=True)
     if target.dtype == torch.bool:
         # torch evaluates 1 - target, which torch refuses for bool
         raise RuntimeError(f"{fn}: target must be a number tensor (float or integer), got bool")

@@ -127,8 +127,10 @@ def margin_ranking_loss(
     d1 = _dim(fn, "input1", input1)
     if d1 != _dim(fn, "input2", input2) or d1 != _dim(fn, "target", target):
         raise RuntimeError(
-            f"{fn}: input1, input2 and target must have the same number of dimensions, got "
-            f"input1: {tuple(input1.shape)}, input2: {tuple(input2.shape)}, target: {tuple(target.shape)}"
+            f"{fn} : All input tensors should have same dimension but got sizes: input1: "
+            f"{input1.shape}, input2: {input2.shape}, target: {target.shape} ({fn}: input1, input2 "
+            f"and target must have the same number of dimensions, got input1: {tuple(input1.shape)}, "
+            f"input2: {tuple(input2.shape)}, target: {tuple(target.shape)})"
         )
     if type(margin) is not float:
         margin = _require_float(fn, "margin", 4, margin)
@@ -144,7 +146,7 @@ def margin_ranking_loss(
         _no_bool_arithmetic(fn, "input2", input2, "subtracts input2 from input1")
         _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
         shape = broadcast_shape(input1.shape, input2.shape)
-        _check_broadcastable(fn, "target", target, "input1/input2 broadcast", shape)
+        _check_broadcastable(fn, "target", target, "input1/input2 broadcast", shape, first=True)
         _no_complex(fn, result_type(input1, input2, target), "inputs and target")
     # the usual training call (scores that require grad, a constant target): the Function keeps
     # one byte per element for backward instead of the two scores
@@ -192,7 +194,7 @@ def hinge_embedding_loss(
             )
     _no_complex(fn, input.dtype, "input")
     if target.shape != input.shape:
-        _check_broadcastable(fn, "target", target, "input", input.shape)
+        _check_broadcastable(fn, "target", target, "input", input.shape, first=True)
     if integral and code == R.MEAN:
         raise RuntimeError(
             f"{fn}: reduction='mean' needs a floating-point input (the mean of an integer "
@@ -257,7 +259,7 @@ def cosine_embedding_loss(
         _check_broadcastable(fn, "input2", input2, "input1", input1.shape)
         _no_complex(fn, result_type(input1, input2), "inputs")
         batch = broadcast_shape(input1.shape[:-1], input2.shape[:-1])
-        _check_broadcastable(fn, "target", target, "batch", batch)
+        _check_broadcastable(fn, "target", target, "batch", batch, first=True)
     if target.requires_grad:
         target = target.detach()  # a selector: the loss does not depend on it (as in torch)
     # with_grad: the forward prepares the per-sample coefficients of the backward

@@ -14,7 +14,14 @@ from .._autograd.probabilistic import (
     KLDivLossFunction,
     PoissonNLLLossFunction,
 )
-from ._common import _require_reduction_string, _require_tensor, _unwrap_functorch
+from ._common import (
+    _on_host,
+    _require_bool,
+    _require_reduction_string,
+    _require_tensor,
+    _unwrap_functorch,
+)
+from .pair import _require_float
 
 # ============================================================================================
 # Likelihoods: PoissonNLL, GaussianNLL, KLDiv
@@ -67,8 +74,12 @@ def poisson_nll_loss(
         )
     _require_tensor("poisson_nll_loss", "input", 1, input)
     _require_tensor("poisson_nll_loss", "target", 2, target)
+    _require_bool("poisson_nll_loss", "log_input", 3, log_input)
+    _require_bool("poisson_nll_loss", "full", 4, full)
+    if type(eps) is not float:
+        eps = _require_float("poisson_nll_loss", "eps", 5, eps)
     if input.shape != target.shape:
-        broadcast_shape(input.shape, target.shape)
+        broadcast_shape(target.shape, input.shape)  # torch's target * log(input): target is tensor a
     # torch's expression subtracts a bool tensor in these cases, which torch refuses
     x_bool, y_bool = input.dtype == torch.bool, target.dtype == torch.bool
     if (x_bool and (y_bool or not log_input)) or (y_bool and full):
@@ -143,16 +154,35 @@ def gaussian_nll_loss(
         raise TypeError(
             f"gaussian_nll_loss(): var must be a Tensor or a float, got {type(var).__name__}"
         )
-    elif torch.compiler.is_compiling():
-        # A host sync would break the graph: check on the device instead (a RuntimeError).
+    elif not _on_host(var):
+        # A host read would break a compiled graph, synchronise a CUDA device, or find no values
+        # (meta, fake): check on the device instead (a RuntimeError; nothing on meta and fake).
         torch._assert_async(torch.logical_not(torch.any(var < 0)), _NEGATIVE_VAR)
     elif _has_negative(var):
         raise ValueError(_NEGATIVE_VAR)
+    if not isinstance(input, Tensor):
+        # torch fails on its first use of input: ones_like(input) for a number var (TypeError),
+        # input.size() otherwise (AttributeError)
+        exc = TypeError if isinstance(var, (int, float)) else AttributeError
+        raise exc(f"gaussian_nll_loss(): input must be a Tensor, not {type(input).__name__}")
     unsqueeze = False
     var_shape = input.shape
     if isinstance(var, Tensor):
         unsqueeze = _gaussian_var_shape(input, var)
         var_shape = var.shape + (1,) if unsqueeze else var.shape
+    if not isinstance(target, Tensor) and isinstance(input, Tensor):
+        # torch's formula takes a Python number as target (a constant)
+        if isinstance(target, bool):
+            raise RuntimeError("gaussian_nll_loss: a bool target cannot be subtracted (torch refuses it)")
+        if not isinstance(target, (int, float, complex)):
+            raise TypeError(f"gaussian_nll_loss(): target must be a Tensor or a number, not {type(target).__name__}")
+        dtype = input.dtype if (input.is_floating_point() or input.is_complex()) else None
+        if isinstance(target, complex) and not input.is_complex():
+            if input.dtype in (torch.float16, torch.bfloat16):
+                # torch's (input - target) ** 2 is complex32 there, whose pow torch lacks
+                raise NotImplementedError("gaussian_nll_loss: a complex target of a half-precision input")
+            dtype = None
+        target = torch.tensor(target, dtype=dtype, device=input.device)
     _require_reduction_string("gaussian_nll_loss", reduction)
     if reduction not in _PLAIN_REDUCTIONS:
         raise ValueError(f"{reduction} is not valid (reduction must be 'none', 'mean' or 'sum')")
@@ -169,6 +199,11 @@ def gaussian_nll_loss(
             "gaussian_nll_loss: bool input/target not supported (expected numeric tensors)"
         )
     code = R.get_enum(reduction)
+    if eps is None or isinstance(eps, complex):
+        # torch clamps var with ``min=eps``: None and complex are RuntimeErrors there
+        raise RuntimeError(f"gaussian_nll_loss: eps must be a real number, got {eps!r}")
+    if isinstance(eps, str):
+        raise TypeError("gaussian_nll_loss(): eps must be a real number, not str")
     return _gaussian(input, target, var, unsqueeze, bool(full), float(eps), code)
 
 
@@ -206,6 +241,7 @@ def kl_div(
         code = R.SUM if reduction == "batchmean" else R.get_enum(reduction)
     _require_tensor("kl_div", "input", 1, input)
     _require_tensor("kl_div", "target", 2, target)
+    _require_bool("kl_div", "log_target", None, log_target)
     if not (input.is_floating_point() and target.is_floating_point()):
         if input.is_complex() or target.is_complex():
             raise RuntimeError(
@@ -217,7 +253,7 @@ def kl_div(
             f"got {input.dtype} and {target.dtype})"
         )
     if input.shape != target.shape:
-        broadcast_shape(input.shape, target.shape)
+        broadcast_shape(target.shape, input.shape)  # torch's target.log() - input: target is tensor a
     divisor = input.size(0) if reduction == "batchmean" and input.dim() != 0 else 1
     return _kl(input, target, code, divisor, bool(log_target))
 

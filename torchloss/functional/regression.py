@@ -53,6 +53,15 @@ def l1_loss(
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
     else:
         code = R.get_enum(reduction)
+    if input.dtype == torch.bool or target.dtype == torch.bool:
+        # torch's l1_loss is (input - target).abs(), and torch refuses to subtract a bool tensor
+        raise RuntimeError(
+            "l1_loss: Subtraction, the `-` operator, with a bool tensor is not supported "
+            f"(input {_name(input)}, target {_name(target)})"
+        )
+    # (an empty 'none' call stays on the reference: the L1 kernel's backward crashed on it)
+    if weight is None and native.module is not None and input.numel() and _regression_native(input, target):
+        return native.module.l1_loss(input, target, code)  # (csrc/regression.cpp)
     return _l1(input, target, weight, code, _l1_keep_sign(input, target, weight))[0]
 
 
@@ -89,10 +98,20 @@ def mse_loss(
         _check_broadcast(input, target)
     if weight is not None:
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
+        if input.dtype == torch.bool or target.dtype == torch.bool:
+            # torch's weighted path is (input - target) ** 2 in Python: a bool is refused
+            raise RuntimeError(
+                "mse_loss: Subtraction, the `-` operator, with a bool tensor is not supported "
+                f"(weighted; input {_name(input)}, target {_name(target)})"
+            )
     else:
         code = R.get_enum(reduction)
     if not (input.dtype == target.dtype and input.dtype.is_floating_point):
-        _require_floating("mse_loss", input, target)
+        # (a floating weight makes torch's weighted formula, w (x - y)^2, floating)
+        if weight is None or not weight.dtype.is_floating_point:
+            _require_floating("mse_loss", input, target)
+    if weight is None and native.module is not None and _regression_native(input, target):
+        return native.module.mse_loss(input, target, code)  # (csrc/regression.cpp)
     return _mse(input, target, weight, code)
 
 
@@ -116,8 +135,13 @@ def smooth_l1_loss(
         _check_broadcast(input, target)
     code = R.get_enum(reduction)
     if beta == 0.0:
+        if input.dtype == torch.bool or target.dtype == torch.bool:
+            # torch's beta = 0 is its l1_loss, which subtracts: a bool is refused
+            raise RuntimeError("smooth_l1_loss (beta=0): Subtraction, the `-` operator, with a bool tensor is not supported")
         return _l1(input, target, None, code, _l1_keep_sign(input, target, None))[0]
-    if beta < 0:
+    if isinstance(beta, Tensor) and beta.dim() != 0:  # torch's argument parser
+        raise TypeError("smooth_l1_loss(): argument 'beta' (position 4) must be float, not Tensor")
+    if not beta >= 0:  # (NaN too, as torch's check)
         raise RuntimeError(
             f"smooth_l1_loss does not support negative values for beta (got beta={beta})."
         )
@@ -148,7 +172,9 @@ def huber_loss(
         code = _weighted_reduction(reduction, weight, input, R.MEAN)
     else:
         code = R.get_enum(reduction)
-    if delta <= 0:
+    if isinstance(delta, Tensor) and delta.dim() != 0:  # torch's argument parser
+        raise TypeError("huber_loss(): argument 'delta' (position 4) must be float, not Tensor")
+    if not delta > 0:  # (NaN too, as torch's check)
         raise RuntimeError(
             f"huber_loss does not support non-positive values for delta (got delta={delta})."
         )
@@ -173,6 +199,7 @@ def huber_loss(
 _REGRESSION_NATIVE_DTYPES = (torch.float32, torch.float64)
 native.REFERENCES["huber_loss"] = lambda t, s: HuberLossFunction.apply(t[0], t[1], None, int(s[0]), s[1])
 native.REFERENCES["smooth_l1_loss"] = lambda t, s: SmoothL1LossFunction.apply(t[0], t[1], int(s[0]), s[1])
+native.REFERENCES["mse_loss"] = lambda t, s: MSELossFunction.apply(t[0], t[1], None, int(s[0]))
 
 
 def _regression_native(input: Tensor, target: Tensor) -> bool:

@@ -51,12 +51,12 @@ _DEFAULT_P, _DEFAULT_EPS = 2.0, 1e-6
 
 def _as_float(fn: str, name: str, position: int, value) -> float:
     """``value`` as a float, as ATen's argument parser reads a ``float`` argument (Python numbers
-    and one-element tensors); TypeError otherwise."""
+    and 0-d tensors; a one-element 1-d tensor is refused); TypeError otherwise."""
     if type(value) is float:
         return value
     if isinstance(value, numbers.Real):
         return float(value)
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_complex():
         return float(value)
     raise TypeError(f"{fn}(): argument '{name}' (position {position}) must be float, not {type(value).__name__}")
 
@@ -87,10 +87,15 @@ def _check_rows(fn: str, names: tuple[str, str], shapes: tuple) -> tuple:
     """The broadcast of two per-row shapes; RuntimeError naming both if they do not broadcast."""
     shape = _broadcast(*shapes)
     if shape is None:
+        try:  # torch's words first (its subtraction of the two distances), then which ones
+            broadcast_shape(*shapes)
+            words = ""
+        except RuntimeError as exc:
+            words = str(exc).split(" (shapes")[0] + " ("
         raise RuntimeError(
-            f"{fn}: the distances {names[0]} of shape {list(shapes[0])} and {names[1]} of shape "
+            f"{words}{fn}: the distances {names[0]} of shape {list(shapes[0])} and {names[1]} of shape "
             f"{list(shapes[1])} do not broadcast against each other (the triplets' batch "
-            "dimensions of anchor, positive and negative must be broadcastable)"
+            "dimensions of anchor, positive and negative must be broadcastable)" + (")" if words else "")
         )
     return shape
 

@@ -4,7 +4,8 @@ The building blocks of torchloss's own test-suite and of ``python -m torchloss c
 
 * :func:`parity` runs a loss and a reference on the same inputs and compares outputs and input
   gradients under one random upstream gradient;
-* :func:`check_autograd` runs ``gradcheck`` / ``gradgradcheck`` and the forward-mode check;
+* :func:`check_autograd` runs ``gradcheck`` (with batched gradients) / ``gradgradcheck``, the
+  forward-mode check and :func:`check_vectorized_jacobian` (``jacobian(vectorize=True)``);
 * :func:`check_jvp` and :func:`check_vmap` compare ``torch.func.jvp`` / ``torch.func.vmap``
   (including ``vmap(grad)``) against a reference or a plain Python loop;
 * :func:`saved_bytes` measures the memory a call's autograd graph keeps for backward;
@@ -18,6 +19,7 @@ from ._helpers import (
     Report,
     check_autograd,
     check_jvp,
+    check_vectorized_jacobian,
     check_vmap,
     graph_functions,
     max_error,
@@ -29,6 +31,7 @@ __all__ = [
     "Report",
     "check_autograd",
     "check_jvp",
+    "check_vectorized_jacobian",
     "check_vmap",
     "graph_functions",
     "max_error",

@@ -155,9 +155,16 @@ def check_autograd(
     *,
     gradgrad: bool = True,
     forward_ad: bool = True,
+    batched: bool = True,
     **gradcheck_kwargs: Any,
 ) -> dict[str, bool]:
     """``gradcheck``, ``gradgradcheck`` and the forward-mode (jvp) check of ``fn`` w.r.t. ``wrt``.
+
+    With ``batched`` (the default), ``gradcheck`` also checks batched gradients
+    (``check_batched_grad=True``: the backward run once under ``is_grads_batched=True``, i.e.
+    vmapped over the upstream gradient, as torch's own OpInfo tests do), and
+    :func:`check_vectorized_jacobian` compares ``jacobian(vectorize=True)`` with the
+    non-vectorized one.
 
     Inputs should be float64. Each check raises ``torch.autograd.gradcheck.GradcheckError`` on
     failure; the returned dict records which checks ran.
@@ -166,8 +173,14 @@ def check_autograd(
     _, _, leaves = _clone_inputs(args, kwargs, wrt)
     f = _as_function(fn, args, kwargs, wrt)
     done = {}
-    torch.autograd.gradcheck(f, leaves, **gradcheck_kwargs)
+    first = dict(gradcheck_kwargs)
+    if batched:
+        first.setdefault("check_batched_grad", True)
+    torch.autograd.gradcheck(f, leaves, **first)
     done["gradcheck"] = True
+    if batched:
+        check_vectorized_jacobian(fn, args, kwargs, wrt)
+        done["vectorized_jacobian"] = True
     if gradgrad:
         torch.autograd.gradgradcheck(f, leaves, **gradcheck_kwargs)
         done["gradgradcheck"] = True
@@ -183,6 +196,39 @@ def check_autograd(
         )
         done["forward_ad"] = True
     return done
+
+
+def check_vectorized_jacobian(
+    fn: Callable,
+    args: Sequence,
+    kwargs: dict | None = None,
+    wrt: Sequence[Slot] = (0,),
+    reference: Callable | None = None,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-10,
+) -> None:
+    """``torch.autograd.functional.jacobian(vectorize=True)`` of ``fn`` w.r.t. ``wrt`` (one
+    backward with a batch of upstream gradients, ``is_grads_batched=True``) against the
+    non-vectorized one (one backward per output element), or against ``reference``'s
+    vectorized Jacobian when given. Raises ``GradcheckError`` on a mismatch or an error."""
+    kwargs = kwargs or {}
+    leaves = tuple(_get(args, kwargs, slot).detach() for slot in wrt)
+    f = _as_function(fn, args, kwargs, wrt)
+    try:
+        got = torch.autograd.functional.jacobian(f, leaves, vectorize=True)
+    except Exception as exc:
+        raise torch.autograd.gradcheck.GradcheckError(f"jacobian(vectorize=True) raised: {exc}") from exc
+    if reference is None:
+        expected = torch.autograd.functional.jacobian(f, leaves)
+    else:
+        expected = torch.autograd.functional.jacobian(_as_function(reference, args, kwargs, wrt), leaves, vectorize=True)
+    for slot, a, b in zip(wrt, got, expected):
+        if not _close(a, b, rtol, atol):
+            raise torch.autograd.gradcheck.GradcheckError(
+                f"jacobian(vectorize=True) w.r.t. {slot!r} differs from the "
+                f"{'reference' if reference is not None else 'non-vectorized one'}: max error {max_error(a, b)}"
+            )
 
 
 def check_jvp(

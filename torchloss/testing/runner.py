@@ -31,11 +31,7 @@ def functions(case: LossCase) -> tuple[Callable, Callable]:
     Raises ``LookupError`` naming the side that lacks the function (a case added before its
     functional, or a torch too old to have the loss).
     """
-    import torchloss.functional as F
-
-    ours = getattr(F, case.name, None)
-    if ours is None:
-        raise LookupError(f"torchloss.functional has no {case.name!r}")
+    ours = case.torchloss_functional()
     ref = case.torch_functional()
     if case.compose is not None:
         ours, ref = _composed(ours, case.compose), _composed(ref, case.compose)

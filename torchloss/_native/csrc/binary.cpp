@@ -219,7 +219,7 @@ struct BinaryCrossEntropy : public torch::autograd::Function<BinaryCrossEntropy>
     const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1), has_w = weight.defined();
     const at::Tensor& grad = grads[0];
     if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    if (at::GradMode::is_enabled()) return saved.reference("binary_cross_entropy", grad);
+    if (hand_over(grad)) return saved.reference("binary_cross_entropy", grad);
     const int64_t n = input.numel();
     at::Tensor gx = need_x ? at::empty(input.sizes(), input.options()) : at::Tensor();
     at::Tensor gy = need_y ? at::empty(target.sizes(), target.options()) : at::Tensor();
@@ -301,7 +301,7 @@ struct BinaryCrossEntropyWithLogits : public torch::autograd::Function<BinaryCro
     const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1), has_w = weight.defined();
     const at::Tensor& grad = grads[0];
     if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    if (at::GradMode::is_enabled()) return saved.reference("binary_cross_entropy_with_logits", grad);
+    if (hand_over(grad)) return saved.reference("binary_cross_entropy_with_logits", grad);
     const int64_t n = input.numel();
     at::Tensor gx = need_x ? at::empty(input.sizes(), input.options()) : at::Tensor();
     at::Tensor gy = need_y ? at::empty(target.sizes(), target.options()) : at::Tensor();
@@ -379,7 +379,79 @@ at::Tensor binary_cross_entropy_with_logits(const at::Tensor& input, const at::T
       input, target, w.defined() ? std::optional<at::Tensor>(w) : std::nullopt, reduction);
 }
 
+// ============================================================================================
+// Soft margin (issue 15: its small-size step): l = log(1 + exp(-y x)) = sp(z), z = -(y x), for a
+// contiguous input and target of one shape and dtype, formed as the reference's eager path forms
+// it, logaddexp(z, 0) = max(z, 0) + log1p(exp(-|z|)) (finite for any z, unlike torch's), and
+// dl/dx = -y sigmoid(z). Small inputs only (the Python side sends at most kSoftMarginMax elements:
+// the loops call exp and log1p per element, and the reference's vectorised ops are faster
+// beyond). Saves the input and the target, as torch and the reference; sums in double, serially.
+// ============================================================================================
+
+struct SoftMarginNative : public torch::autograd::Function<SoftMarginNative> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+    const int64_t n = input.numel();
+    at::Tensor out = reduction == kNone ? at::empty(input.sizes(), input.options()) : at::empty({}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_soft_margin_forward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* y = target.data_ptr<scalar_t>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t z = -(x[i] * y[i]);
+        const scalar_t l = (z > scalar_t(0) ? z : scalar_t(0)) + std::log1p(std::exp(-std::abs(z)));
+        if (reduction == kNone) o[i] = l;
+        else total += static_cast<double>(l);
+      }
+      if (reduction != kNone) o[0] = static_cast<scalar_t>(reduction == kMean ? total / static_cast<double>(n) : total);
+    });
+    ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!ctx->needs_input_grad(0)) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& target = saved[1];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const at::Tensor& grad = grads[0];
+    if (hand_over(grad)) {
+      return reference_backward("soft_margin_loss", {input, target}, {static_cast<double>(reduction)}, grad, 3);
+    }
+    const int64_t n = input.numel();
+    at::Tensor gx = at::empty(input.sizes(), input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_soft_margin_backward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* y = target.data_ptr<scalar_t>();
+      scalar_t* g = gx.data_ptr<scalar_t>();
+      const at::Tensor gc = reduction == kNone ? grad.expand(input.sizes()).contiguous() : grad;
+      const scalar_t* go = gc.data_ptr<scalar_t>();
+      const scalar_t g0 = reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t z = -(x[i] * y[i]);
+        const scalar_t sig = scalar_t(1) / (scalar_t(1) + std::exp(-z));
+        g[i] = -(sig * y[i]) * (reduction == kNone ? go[i] : g0);
+      }
+    });
+    return {gx, at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor soft_margin_loss(const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+  check_float_cpu(input, "input");
+  TORCH_CHECK(target.scalar_type() == input.scalar_type() && target.sizes() == input.sizes() && input.is_contiguous() &&
+                  target.is_contiguous() && target.device().is_cpu(),
+              "torchloss native: soft_margin_loss expects a contiguous input and target of one shape and dtype");
+  TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum,
+              "torchloss native: soft_margin_loss: invalid reduction code ", reduction);
+  return SoftMarginNative::apply(input, target, reduction);
+}
+
 void register_binary(py::module& m) {
+  m.def("soft_margin_loss", &soft_margin_loss,
+        "soft margin loss: contiguous same-shape float/double input and target, reduction code");
   m.def("binary_cross_entropy", &binary_cross_entropy,
         "BCE of probabilities: contiguous same-shape float/double input, target, optional weight; reduction code",
         py::arg("input"), py::arg("target"), py::arg("weight"), py::arg("reduction"));

@@ -30,6 +30,7 @@ __attribute__((weak)) void register_binary(py::module& m);
 __attribute__((weak)) void register_regression(py::module& m);
 __attribute__((weak)) void register_margin(py::module& m);
 __attribute__((weak)) void register_multilabel(py::module& m);
+__attribute__((weak)) void register_ctc(py::module& m);
 
 }  // namespace torchloss
 
@@ -41,7 +42,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   for (auto reg : {&torchloss::register_classification, &torchloss::register_binary,
                    &torchloss::register_regression, &torchloss::register_margin,
-                   &torchloss::register_multilabel}) {
+                   &torchloss::register_multilabel, &torchloss::register_ctc}) {
     if (reg != nullptr) reg(m);
   }
 }

@@ -45,7 +45,7 @@ struct NLLPlain : public torch::autograd::Function<NLLPlain> {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const at::Tensor& grad = grads[0];
     if (!ctx->needs_input_grad(0)) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    if (at::GradMode::is_enabled()) {
+    if (hand_over(grad)) {
       return reference_backward("nll_loss", {input, target}, {static_cast<double>(reduction)}, grad, 3);
     }
     const int64_t N = input.size(0), C = input.size(1);
@@ -280,7 +280,7 @@ struct CrossEntropyPlain : public torch::autograd::Function<CrossEntropyPlain> {
     const at::Tensor& target = saved[1];
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const at::Tensor& grad = grads[0];
-    if (at::GradMode::is_enabled()) {
+    if (hand_over(grad)) {
       return reference_backward("cross_entropy", {input, target}, {static_cast<double>(reduction)}, grad, 3);
     }
     const int64_t N = input.size(0), C = input.size(1);
@@ -324,7 +324,306 @@ at::Tensor cross_entropy(const at::Tensor& input, const at::Tensor& target, int6
   return CrossEntropyPlain::apply(input, target, reduction);
 }
 
+// ============================================================================================
+// Cross entropy of logits and class indices with class weights, ignore_index and label smoothing,
+// and weighted NLL (issue 15): the cases of the Python reference CrossEntropyLossFunction and
+// NLLLossFunction for a contiguous (N, C) input, an (N,) int64 target and a (C,) weight of the
+// input's dtype (or none). Per row n with target t_n, valid_n = [t_n != ignore_index],
+// w_t = valid_n w[t_n] (1 without a weight), W = sum_c w_c and log p_c = (x_c - m) - log S:
+//
+//   cross entropy:  l_n = valid_n [(1 - eps) w_t (-log p_t) + (eps / C) sum_c w_c (-log p_c)]
+//   NLL:            l_n = -w_t x[n, t_n]
+//
+// 'mean' divides the sum by D = sum_n w_t (torch's rule, also for the smoothing term). Gradient,
+// with a_n the upstream gradient of row n (g_n, g, or g / D' for 'mean', D' = D plus 1 when no
+// target is valid, as the reference's _safe_total) and a_n = 0 where ignored:
+//
+//   cross entropy:  dl/dx_c = s_c [(1 - eps) w_t + (eps / C) W] a_n - (1 - eps) w_t a_n [c = t]
+//                             - (eps / C) w_c a_n
+//   NLL:            dl/dx[n, t_n] = -w_t a_n
+//
+// (the reference's backward: one scaled softmax, the target's correction, the smoothing term).
+// A target outside [0, C) that is not ignore_index raises (the caller falls back on the
+// reference, which raises torch's IndexError). Saved: the input, the target and the weight, as
+// the reference. Sums in double (fixed order: thread-count independent).
+// ============================================================================================
+
+namespace {
+
+// valid_n, and w_t; raises for a target out of range.
+template <typename scalar_t>
+inline void general_targets(const int64_t* t, const scalar_t* w, int64_t N, int64_t C, int64_t ignore_index,
+                            std::vector<scalar_t>& wt) {
+  wt.resize(N);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t k = t[n];
+    if (k == ignore_index) {
+      wt[n] = scalar_t(0);
+      continue;
+    }
+    TORCH_CHECK(k >= 0 && k < C, "Target ", k, " is out of bounds.");
+    wt[n] = w != nullptr ? w[k] : scalar_t(1);
+  }
+}
+
+// The per-row coefficient a_n of the backward (see above).
+template <typename scalar_t>
+inline std::vector<scalar_t> general_coefficients(const at::Tensor& grad, const int64_t* t, const std::vector<scalar_t>& wt,
+                                                  int64_t N, int64_t ignore_index, int64_t reduction) {
+  std::vector<scalar_t> a(N);
+  const scalar_t* go = grad.data_ptr<scalar_t>();
+  if (reduction == kNone) {
+    const int64_t gs = grad.dim() > 0 ? grad.stride(0) : 0;
+    for (int64_t n = 0; n < N; ++n) a[n] = t[n] == ignore_index ? scalar_t(0) : go[n * gs];
+    return a;
+  }
+  scalar_t g = go[0];
+  if (reduction == kMean) {
+    // D' in scalar_t, summed as the reference sums it (in double here, then rounded)
+    double D = 0;
+    bool any = false;
+    for (int64_t n = 0; n < N; ++n) {
+      D += static_cast<double>(wt[n]);
+      any = any || t[n] != ignore_index;
+    }
+    g = g / static_cast<scalar_t>(any ? D : D + 1.0);
+  }
+  for (int64_t n = 0; n < N; ++n) a[n] = t[n] == ignore_index ? scalar_t(0) : g;
+  return a;
+}
+
+template <typename scalar_t>
+inline scalar_t general_reduce(const std::vector<double>& l, const std::vector<scalar_t>& wt, int64_t reduction) {
+  double total = 0, D = 0;
+  for (size_t n = 0; n < l.size(); ++n) {
+    total += l[n];
+    D += static_cast<double>(wt[n]);
+  }
+  return static_cast<scalar_t>(reduction == kMean ? total / D : total);
+}
+
+}  // namespace
+
+struct CrossEntropyWeighted : public torch::autograd::Function<CrossEntropyWeighted> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
+                            const at::Tensor& weight, int64_t reduction, int64_t ignore_index, double smoothing) {
+    const int64_t N = input.size(0), C = input.size(1);
+    const int64_t* t = target.data_ptr<int64_t>();
+    const bool has_w = weight.numel() > 0;  // (an empty tensor: no weight; see cross_entropy_weighted)
+    at::Tensor out = reduction == kNone ? at::empty({N}, input.options()) : at::empty({}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_weighted_forward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* w = has_w ? weight.data_ptr<scalar_t>() : nullptr;
+      std::vector<scalar_t> wt;
+      general_targets(t, w, N, C, ignore_index, wt);
+      const double eps = smoothing, keep = 1.0 - smoothing;
+      std::vector<double> l(N);
+      at::parallel_for(0, N, rows_per_block(C), [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          if (t[n] == ignore_index) {
+            l[n] = 0;
+            continue;
+          }
+          const scalar_t* xr = x + n * C;
+          const scalar_t m = ce_row_max(xr, C);
+          const double logS = std::log(ce_row_sum_exp(xr, C, m));
+          double v = keep * static_cast<double>(wt[n]) * (logS - static_cast<double>(xr[t[n]] - m));
+          if (eps > 0) {
+            double sm = 0;  // sum_c w_c (-log p_c), each term formed before the sum
+            for (int64_t c = 0; c < C; ++c) {
+              const double nl = logS - static_cast<double>(xr[c] - m);
+              sm += w != nullptr ? static_cast<double>(w[c]) * nl : nl;
+            }
+            v += eps / static_cast<double>(C) * sm;
+          }
+          l[n] = v;
+        }
+      });
+      if (reduction == kNone) {
+        scalar_t* o = out.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n) o[n] = static_cast<scalar_t>(l[n]);
+      } else {
+        *out.data_ptr<scalar_t>() = general_reduce(l, wt, reduction);
+      }
+    });
+    if (has_w) ctx->save_for_backward({input, target, weight});
+    else ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["smoothing"] = smoothing;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const size_t n_args = 6;
+    if (!ctx->needs_input_grad(0)) return variable_list(n_args);
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& target = saved[1];
+    const at::Tensor weight = saved.size() > 2 ? saved[2] : at::Tensor();
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const double eps = ctx->saved_data["smoothing"].toDouble();
+    const at::Tensor& grad = grads[0];
+    if (hand_over(grad)) {
+      std::vector<at::Tensor> tensors = {input, target};
+      if (weight.defined()) tensors.push_back(weight);
+      return reference_backward("cross_entropy_weighted", tensors,
+                                {static_cast<double>(reduction), static_cast<double>(ignore_index), eps}, grad, n_args);
+    }
+    const int64_t N = input.size(0), C = input.size(1);
+    at::Tensor gx = at::empty({N, C}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_weighted_backward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const int64_t* t = target.data_ptr<int64_t>();
+      const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
+      std::vector<scalar_t> wt;
+      general_targets(t, w, N, C, ignore_index, wt);
+      const std::vector<scalar_t> a = general_coefficients(grad.to(input.scalar_type()), t, wt, N, ignore_index, reduction);
+      double W = 0;
+      if (w != nullptr) {
+        for (int64_t c = 0; c < C; ++c) W += static_cast<double>(w[c]);
+      }
+      const scalar_t keep = static_cast<scalar_t>(1.0 - eps);
+      const scalar_t eps_c = static_cast<scalar_t>(eps / static_cast<double>(C));
+      const scalar_t smooth_s = w != nullptr ? static_cast<scalar_t>(eps / static_cast<double>(C) * W)
+                                             : static_cast<scalar_t>(eps);
+      scalar_t* gp = gx.data_ptr<scalar_t>();
+      at::parallel_for(0, N, rows_per_block(C), [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          const scalar_t* xr = x + n * C;
+          scalar_t* gr = gp + n * C;
+          const scalar_t an = a[n];
+          const scalar_t a_target = eps > 0 ? keep * (an * wt[n]) : an * wt[n];
+          const scalar_t a_soft = eps > 0 ? a_target + an * smooth_s : a_target;
+          const scalar_t m = ce_row_max(xr, C);
+          const double S = ce_row_exp(xr, gr, C, m);
+          const scalar_t inv = static_cast<scalar_t>(1.0 / S);
+          ce_row_scale(gr, C, inv, a_soft);
+          if (t[n] != ignore_index) gr[t[n]] -= a_target;
+          if (eps > 0) {
+            const scalar_t k = eps_c * an;
+            if (w != nullptr) {
+              for (int64_t c = 0; c < C; ++c) gr[c] -= k * w[c];
+            } else {
+              for (int64_t c = 0; c < C; ++c) gr[c] -= k;
+            }
+          }
+        }
+      });
+    });
+    variable_list result(n_args);
+    result[0] = gx;
+    return result;
+  }
+};
+
+struct NLLWeighted : public torch::autograd::Function<NLLWeighted> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
+                            const at::Tensor& weight, int64_t reduction, int64_t ignore_index) {
+    const int64_t N = input.size(0), C = input.size(1);
+    const int64_t* t = target.data_ptr<int64_t>();
+    const bool has_w = weight.numel() > 0;
+    at::Tensor out = reduction == kNone ? at::empty({N}, input.options()) : at::empty({}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_nll_weighted_forward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* w = has_w ? weight.data_ptr<scalar_t>() : nullptr;
+      std::vector<scalar_t> wt;
+      general_targets(t, w, N, C, ignore_index, wt);
+      if (reduction == kNone) {
+        scalar_t* o = out.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n) o[n] = t[n] == ignore_index ? scalar_t(0) : -(wt[n] * x[n * C + t[n]]);
+        return;
+      }
+      std::vector<double> l(N);
+      for (int64_t n = 0; n < N; ++n)
+        l[n] = t[n] == ignore_index ? 0.0 : -static_cast<double>(wt[n] * x[n * C + t[n]]);
+      *out.data_ptr<scalar_t>() = general_reduce(l, wt, reduction);
+    });
+    if (has_w) ctx->save_for_backward({input, target, weight});
+    else ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const size_t n_args = 5;
+    if (!ctx->needs_input_grad(0)) return variable_list(n_args);
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& target = saved[1];
+    const at::Tensor weight = saved.size() > 2 ? saved[2] : at::Tensor();
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const at::Tensor& grad = grads[0];
+    if (hand_over(grad)) {
+      std::vector<at::Tensor> tensors = {input, target};
+      if (weight.defined()) tensors.push_back(weight);
+      return reference_backward("nll_weighted", tensors, {static_cast<double>(reduction), static_cast<double>(ignore_index)},
+                                grad, n_args);
+    }
+    const int64_t N = input.size(0), C = input.size(1);
+    at::Tensor gx = at::zeros({N, C}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_nll_weighted_backward", [&] {
+      const int64_t* t = target.data_ptr<int64_t>();
+      const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
+      std::vector<scalar_t> wt;
+      general_targets(t, w, N, C, ignore_index, wt);
+      const std::vector<scalar_t> a = general_coefficients(grad.to(input.scalar_type()), t, wt, N, ignore_index, reduction);
+      scalar_t* g = gx.data_ptr<scalar_t>();
+      for (int64_t n = 0; n < N; ++n) {
+        if (t[n] != ignore_index) g[n * C + t[n]] = -(a[n] * wt[n]);
+      }
+    });
+    variable_list result(n_args);
+    result[0] = gx;
+    return result;
+  }
+};
+
+namespace {
+void check_general(const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+                   int64_t reduction, const char* name) {
+  check_float_cpu(input, "input");
+  TORCH_CHECK(input.dim() == 2 && input.is_contiguous() && input.size(0) > 0, "torchloss native: ", name,
+              " expects a contiguous, non-empty (N, C) input");
+  TORCH_CHECK(target.dim() == 1 && target.scalar_type() == at::kLong && target.is_contiguous() &&
+                  target.size(0) == input.size(0),
+              "torchloss native: ", name, " expects a contiguous (N,) int64 target");
+  if (weight.has_value() && weight->defined()) {
+    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == input.size(1) && weight->is_contiguous() &&
+                    weight->scalar_type() == input.scalar_type() && weight->device().is_cpu(),
+                "torchloss native: ", name, " expects a contiguous (C,) weight of the input's dtype");
+  }
+  TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum, "torchloss native: ", name,
+              ": unknown reduction ", reduction);
+}
+}  // namespace
+
+at::Tensor cross_entropy_weighted(const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+                                  int64_t reduction, int64_t ignore_index, double smoothing) {
+  check_general(input, target, weight, reduction, "cross_entropy_weighted");
+  TORCH_CHECK(smoothing >= 0 && smoothing <= 1, "torchloss native: label smoothing outside [0, 1]");
+  // no weight: an empty tensor (an undefined one is no argument of a C++ Function's apply)
+  const bool has_w = weight.has_value() && weight->defined();
+  return CrossEntropyWeighted::apply(input, target, has_w ? *weight : at::empty({0}, input.options()), reduction,
+                                     ignore_index, smoothing);
+}
+
+at::Tensor nll_weighted(const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
+                        int64_t reduction, int64_t ignore_index) {
+  check_general(input, target, weight, reduction, "nll_weighted");
+  const bool has_w = weight.has_value() && weight->defined();
+  return NLLWeighted::apply(input, target, has_w ? *weight : at::empty({0}, input.options()), reduction, ignore_index);
+}
+
 void register_classification(py::module& m) {
+  m.def("cross_entropy_weighted", &cross_entropy_weighted,
+        "cross entropy of logits: (N, C) input, (N,) int64 target, (C,) weight or None, reduction code, ignore_index, "
+        "label smoothing");
+  m.def("nll_weighted", &nll_weighted,
+        "NLL: (N, C) input, (N,) int64 target, (C,) weight or None, reduction code, ignore_index");
   m.def("nll_loss", &nll_loss, "plain NLL: (N, C) input, (N,) int64 target, reduction code");
   m.def("cross_entropy", &cross_entropy,
         "plain cross entropy of logits: (N, C) input, (N,) int64 target, reduction code");

@@ -8,7 +8,8 @@
 // caller falls back to the reference.
 //
 // The loops are not differentiable, so a backward run with create_graph=True (grad mode on
-// inside the backward) hands the node's saved inputs to the Python reference instead: it
+// inside the backward), or given a batched upstream gradient (hand_over), hands the node's saved
+// inputs to the Python reference instead: it
 // recomputes the loss with its own Function and differentiates that with create_graph=True, so
 // double backward sees exactly the reference's graph.
 #pragma once
@@ -35,6 +36,16 @@ constexpr int64_t kSum = 2;
 variable_list reference_backward(const char* name, const std::vector<at::Tensor>& tensors,
                                  const std::vector<double>& scalars, const at::Tensor& grad,
                                  size_t n_args);
+
+// Whether a backward hands its saved inputs to the Python reference (reference_backward)
+// instead of running its loop: grad mode is on (create_graph=True: the loop is not
+// differentiable), or the upstream gradient is not a plain tensor with storage, such as the
+// BatchedTensor of torch.autograd.grad(..., is_grads_batched=True) (gradcheck's
+// check_batched_grad, jacobian/hessian(vectorize=True)) or a functorch wrapper, which a loop
+// cannot read through a data pointer; the reference's ops batch it.
+inline bool hand_over(const at::Tensor& grad) {
+  return at::GradMode::is_enabled() || (grad.defined() && !grad.has_storage());
+}
 
 // Accumulator type of a loop over scalar_t: double for float too (the sums of a reduction are
 // then more accurate than torch's float cascade sums, and independent of the thread count).
@@ -63,5 +74,6 @@ void register_binary(py::module& m);
 void register_regression(py::module& m);
 void register_margin(py::module& m);
 void register_multilabel(py::module& m);
+void register_ctc(py::module& m);
 
 }  // namespace torchloss

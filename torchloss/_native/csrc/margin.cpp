@@ -243,7 +243,7 @@ struct MultiMargin : public torch::autograd::Function<MultiMargin> {
     const double margin = ctx->saved_data["margin"].toDouble();
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const at::Tensor& grad = grads[0];
-    if (at::GradMode::is_enabled()) {
+    if (hand_over(grad)) {
       return reference_backward("multi_margin_loss", saved,
                                 {static_cast<double>(p), margin, static_cast<double>(reduction)}, grad, n_args);
     }

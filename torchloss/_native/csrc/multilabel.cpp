@@ -220,7 +220,7 @@ struct MultiLabelMargin : public torch::autograd::Function<MultiLabelMargin> {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const at::Tensor& grad = grads[0];
     if (!ctx->needs_input_grad(0) || !grad.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    if (at::GradMode::is_enabled()) {
+    if (hand_over(grad)) {
       return reference_backward("multilabel_margin_loss", {input, target}, {static_cast<double>(reduction)}, grad,
                                 3);
     }

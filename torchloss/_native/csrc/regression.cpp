@@ -202,7 +202,7 @@ struct PiecewiseQuadratic {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const double p = ctx->saved_data["p"].toDouble();
     const at::Tensor& grad = grads[0];
-    if (at::GradMode::is_enabled()) {
+    if (hand_over(grad)) {
       return reference_backward(kName, {input, target}, {static_cast<double>(reduction), p}, grad, 4);
     }
     const int64_t n = input.numel();
@@ -294,7 +294,169 @@ at::Tensor smooth_l1_loss(const at::Tensor& input, const at::Tensor& target, int
   return SmoothL1Native::apply(input, target, reduction, beta);
 }
 
+// ============================================================================================
+// L1 and MSE (issue 15: their small-size steps), same layout as above: a contiguous input x and
+// target y of one shape and dtype, no weight, any reduction.
+//
+//   MSE:  l = d^2 (d * d, as torch's kernel), dl/dd = 2 d;  saves x and y (as torch and the reference)
+//   L1:   l = |d|,  dl/dd = sign(d) (0 at d = 0, torch's subgradient); saves only sign(d) as int8,
+//         one byte per element, as the reference's keep_sign path (torch keeps the float d). The
+//         gradient is linear in the upstream gradient with a piecewise-constant factor, so a
+//         create_graph (or batched-gradient) backward is sign(d) * unreduce(g) in ATen ops, the
+//         reference's own non-eager backward, and needs nothing more.
+// ============================================================================================
+
+namespace {
+
+template <typename T>
+struct SquareKind {
+  inline T phi(T x, T y) const {
+    const T d = x - y;
+    return d * d;
+  }
+  inline T dphi(T x, T y) const { return T(2) * (x - y); }
+};
+
+template <typename T>
+struct AbsKind {
+  inline T phi(T x, T y) const {
+    const T d = x - y;
+    return d < T(0) ? -d : d;
+  }
+};
+
+}  // namespace
+
+struct MSENative : public torch::autograd::Function<MSENative> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+    const int64_t n = input.numel();
+    at::Tensor out = reduction == kNone ? at::empty(input.sizes(), input.options()) : at::empty({}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_mse_forward", [&] {
+      forward_loop(SquareKind<scalar_t>{}, input.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(),
+                   out.data_ptr<scalar_t>(), n, reduction);
+    });
+    ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1);
+    if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& target = saved[1];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const at::Tensor& grad = grads[0];
+    if (hand_over(grad)) {
+      return reference_backward("mse_loss", {input, target}, {static_cast<double>(reduction)}, grad, 3);
+    }
+    const int64_t n = input.numel();
+    at::Tensor gx = need_x ? at::empty(input.sizes(), input.options()) : at::Tensor();
+    at::Tensor gy = need_y ? at::empty(target.sizes(), target.options()) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_mse_backward", [&] {
+      const SquareKind<scalar_t> L;
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* y = target.data_ptr<scalar_t>();
+      scalar_t* px = need_x ? gx.data_ptr<scalar_t>() : nullptr;
+      scalar_t* py = need_y ? gy.data_ptr<scalar_t>() : nullptr;
+      if (reduction != kNone) {
+        const scalar_t g = *grad.data_ptr<scalar_t>();
+        const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(std::max<int64_t>(n, 1)));
+        backward_loop(L, x, y, static_cast<const scalar_t*>(nullptr), reduction == kMean ? g * inv_n : g, px, py, n);
+      } else if (grad.is_contiguous()) {
+        backward_loop(L, x, y, grad.data_ptr<scalar_t>(), scalar_t(1), px, py, n);
+      } else {
+        backward_loop(L, x, y, static_cast<const scalar_t*>(nullptr), scalar_t(1), px, py, n);
+        if (need_x) gx.mul_(grad);
+        if (need_y) gy.mul_(grad);
+      }
+    });
+    return {gx, gy, at::Tensor()};
+  }
+};
+
+struct L1Native : public torch::autograd::Function<L1Native> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+    const int64_t n = input.numel();
+    at::Tensor out = reduction == kNone ? at::empty(input.sizes(), input.options()) : at::empty({}, input.options());
+    at::Tensor sign = at::empty(input.sizes(), input.options().dtype(at::kChar));
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_l1_forward", [&] {
+      const scalar_t* x = input.data_ptr<scalar_t>();
+      const scalar_t* y = target.data_ptr<scalar_t>();
+      forward_loop(AbsKind<scalar_t>{}, x, y, out.data_ptr<scalar_t>(), n, reduction);
+      int8_t* sg = sign.data_ptr<int8_t>();
+      auto body = [&](int64_t b0, int64_t b1) {
+        const int64_t end = std::min(b1 * kBlock, n);
+        for (int64_t i = b0 * kBlock; i < end; ++i) {
+          const scalar_t d = x[i] - y[i];
+          sg[i] = static_cast<int8_t>((d > scalar_t(0)) - (d < scalar_t(0)));
+        }
+      };
+      const int64_t blocks = (n + kBlock - 1) / kBlock;
+      if (blocks <= 1) body(0, blocks);
+      else at::parallel_for(0, blocks, 1, body);
+    });
+    ctx->save_for_backward({sign});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(input.scalar_type());
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1);
+    if (!need_x && !need_y) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::Tensor sign = ctx->get_saved_variables()[0];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const at::Tensor& grad = grads[0];
+    const int64_t n = sign.numel();
+    at::Tensor gd;
+    if (hand_over(grad)) {
+      // differentiable in grad (create_graph) and batching-transparent: ATen ops
+      at::Tensor g = grad;
+      if (reduction == kMean) g = g / static_cast<double>(n);
+      gd = sign.to(dtype) * g;
+    } else {
+      gd = at::empty(sign.sizes(), sign.options().dtype(dtype));
+      AT_DISPATCH_FLOATING_TYPES(dtype, "torchloss_l1_backward", [&] {
+        const int8_t* sg = sign.data_ptr<int8_t>();
+        scalar_t* o = gd.data_ptr<scalar_t>();
+        const at::Tensor gc = reduction == kNone ? grad.expand(sign.sizes()).contiguous() : grad;
+        const scalar_t* go = gc.data_ptr<scalar_t>();
+        const scalar_t g0 = reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
+        auto body = [&](int64_t b0, int64_t b1) {
+          const int64_t end = std::min(b1 * kBlock, n);
+          if (reduction == kNone) {
+            for (int64_t i = b0 * kBlock; i < end; ++i) o[i] = static_cast<scalar_t>(sg[i]) * go[i];
+          } else {
+            for (int64_t i = b0 * kBlock; i < end; ++i) o[i] = static_cast<scalar_t>(sg[i]) * g0;
+          }
+        };
+        const int64_t blocks = (n + kBlock - 1) / kBlock;
+        if (blocks <= 1) body(0, blocks);
+        else at::parallel_for(0, blocks, 1, body);
+      });
+    }
+    if (need_x && need_y) return {gd, -gd, at::Tensor()};
+    if (need_x) return {gd, at::Tensor(), at::Tensor()};
+    return {at::Tensor(), hand_over(grad) ? -gd : gd.neg_(), at::Tensor()};
+  }
+};
+
+at::Tensor mse_loss(const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+  check_pair(input, target, reduction, "mse_loss");
+  return MSENative::apply(input, target, reduction);
+}
+
+at::Tensor l1_loss(const at::Tensor& input, const at::Tensor& target, int64_t reduction) {
+  check_pair(input, target, reduction, "l1_loss");
+  return L1Native::apply(input, target, reduction);
+}
+
 void register_regression(py::module& m) {
+  m.def("mse_loss", &mse_loss, "MSE loss: same-shape contiguous input/target, reduction code");
+  m.def("l1_loss", &l1_loss, "L1 loss: same-shape contiguous input/target, reduction code (saves the int8 sign)");
   m.def("huber_loss", &huber_loss, "Huber loss: same-shape contiguous input/target, reduction code, delta");
   m.def("smooth_l1_loss", &smooth_l1_loss,
         "SmoothL1 loss: same-shape contiguous input/target, reduction code, beta > 0");

@@ -30,6 +30,8 @@ from .margin import _MARGIN_CASES
 from .pair import _PAIR_CASES
 from .triplet import _TRIPLET_CASES
 from .ctc import _CTC_CASES
+from .linear import _LINEAR_CASES
+from .adaptive import _ADAPTIVE_CASES
 
 __all__ = ["CASES", "DEFAULT_TOL", "REDUCTIONS", "ErrorCase", "LossCase", "Maker", "Sample", "get"]
 
@@ -42,6 +44,8 @@ CASES: list[LossCase] = (
     + _PAIR_CASES
     + _TRIPLET_CASES
     + _CTC_CASES
+    + _LINEAR_CASES
+    + _ADAPTIVE_CASES
 )
 
 

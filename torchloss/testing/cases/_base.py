@@ -80,6 +80,10 @@ class LossCase:
     # the generic tests then skip the case's comparisons, never torchloss's own checks)
     reference: Callable[[], Callable] | None = None
     reference_module: Callable[[], type] | None = None
+    # torchloss's side of the comparison (default ``torchloss.functional.<name>``): a loss whose
+    # functional takes nested arguments (AdaptiveLogSoftmaxWithLoss's tail weight pairs) gives a
+    # flat wrapper here, so that every differentiable tensor is a slot of ``args``
+    functional: Callable[[], Callable] | None = None
     notes: str = ""
 
     def torch_functional(self) -> Callable:
@@ -92,6 +96,18 @@ class LossCase:
         if ref is None:
             raise LookupError(f"torch.nn.functional has no {self.name!r} (torch {torch.__version__})")
         return ref
+
+    def torchloss_functional(self) -> Callable:
+        """torchloss's function for this loss (``functional()`` or ``torchloss.functional.<name>``),
+        or ``LookupError``."""
+        if self.functional is not None:
+            return self.functional()
+        import torchloss.functional as F
+
+        ours = getattr(F, self.name, None)
+        if ours is None:
+            raise LookupError(f"torchloss.functional has no {self.name!r}")
+        return ours
 
     def torch_module(self) -> type:
         """torch's module class for this loss, or ``LookupError``."""

@@ -131,6 +131,12 @@ def _bcel_samples(make: Maker) -> list[Sample]:
         Sample("pos-weight-class", (make.normal(3, 4), _soft(make, 3, 4)), {"pos_weight": pw(4)}),
         Sample("pos-weight-full", (make.normal(3, 4), _hard(make, 3, 4)), {"pos_weight": pw(3, 4)}),
         Sample("pos-weight-0d", (make.normal(3, 4), _soft(make, 3, 4)), {"pos_weight": pw()}),
+        # weights of another dtype: torch's result keeps the target's dtype
+        Sample(
+            "float64-weights",
+            (make.normal(3, 4), _soft(make, 3, 4)),
+            {"pos_weight": make.uniform(4, low=0.3, high=3.0, dtype=torch.float64), "weight": make.uniform(3, 1, low=0.2, high=2.0, dtype=torch.float64)},
+        ),
         Sample("pos-weight-C11", (make.normal(2, 3, 2, 2), _soft(make, 2, 3, 2, 2)), {"pos_weight": pw(3, 1, 1)}),
         Sample(
             "weight-and-pos-weight",
@@ -154,6 +160,9 @@ def _bcel_errors(make: Maker) -> list[ErrorCase]:
     return [
         ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
         ErrorCase("target-size", (x, y[0]), {}, ValueError, "Target size"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("weight-list", (x, y), {"weight": [1.0, 2.0]}, TypeError, "weight"),
+        ErrorCase("pos-weight-float", (x, y), {"pos_weight": 1.5}, TypeError, "pos_weight"),
         ErrorCase("target-broadcast-refused", (x, y[:1]), {}, ValueError, "input size"),
         ErrorCase("integer-target", (x, y.long()), {}, RuntimeError, "target"),
         ErrorCase("bool-target", (x, y.bool()), {}, RuntimeError, "target"),
@@ -229,6 +238,9 @@ def _sm_errors(make: Maker) -> list[ErrorCase]:
     x, y = make.normal(3, 4), make.signs(3, 4)
     return [
         ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("target-none", (x, None), {}, TypeError, "target"),
+        ErrorCase("input-list", ([1.0, 2.0], y), {}, TypeError, "input"),
         ErrorCase(
             "target-requires-grad",
             (x, y.clone().requires_grad_()),

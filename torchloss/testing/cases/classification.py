@@ -86,6 +86,9 @@ def _ce_samples(make: Maker) -> list[Sample]:
         Sample("probs-unbatched", (make.normal(C), probs(C)), {"weight": w()}, wrt=(0, 1, "weight")),
         Sample("probs-4d", (make.normal(2, C, 2, 2), probs(2, C, 2, 2)), wrt=(0, 1)),
         Sample("probs-unnormalised", (make.normal(3, C), make.uniform(3, C, low=-1.0, high=2.0)), wrt=(0, 1)),
+        # a float64 probability target promotes the loss (computed in float64; torch's
+        # log-softmax in the input's dtype, see docs/differences.md)
+        Sample("probs-float64-target", (make.normal(4, C), probs(4, C).double()), wrt=(0, 1)),
     ]
 
 
@@ -121,6 +124,12 @@ def _index_errors(make: Maker, fn: str) -> list[ErrorCase]:
         ErrorCase("ignore-index-float", (x, y), {"ignore_index": 1.5}, TypeError, "ignore_index"),
         ErrorCase("ignore-index-bool", (x, y), {"ignore_index": True}, TypeError, "ignore_index"),
         ErrorCase("reduction-before-shape", (x, y[:3]), {"reduction": "bad"}, ValueError, "reduction"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("input-not-tensor", (7, y), {}, TypeError, "input"),
+        ErrorCase("target-not-tensor", (x, 1.5), {}, TypeError, "target"),
+        ErrorCase("weight-list", (x, y), {"weight": [1.0] * 5}, TypeError, "weight"),
+        ErrorCase("uint8-target-3d", (make.normal(3, 4, 3), make.randint(0, 4, 3, 3, dtype=torch.uint8)), {}, RuntimeError, "Long"),
+        ErrorCase("uint8-target-4d", (make.normal(2, 4, 2, 2), make.randint(0, 4, 2, 2, 2, dtype=torch.uint8)), {}, RuntimeError, "Long"),
     ]
     if fn == "nll_loss":
         errors.append(ErrorCase("0d-input", (x[0, 0], y[0]), {}, ValueError, "dimensions"))

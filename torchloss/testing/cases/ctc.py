@@ -75,6 +75,9 @@ def _ctc_errors(make: Maker) -> list[ErrorCase]:
         ErrorCase("targets-rank-3", (x, targets.unsqueeze(0), il, tl), {}, RuntimeError, "targets"),
         ErrorCase("log-probs-rank-4", (x.unsqueeze(0), targets, il, tl), {}, RuntimeError, "log_probs"),
         ErrorCase("empty-batch", (x[:, :0], targets[:0], il[:0], tl[:0]), {}, RuntimeError, "log_probs"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("0d-log-probs", (x[0, 0, 0], targets[0, :0], il[0], tl[2]), {}, IndexError, "log_probs"),
+        ErrorCase("blank-1-element-tensor", (x, targets, il, tl), {"blank": torch.tensor([0])}, TypeError, "blank"),
     ]
     if make.device.type == "cpu":
         errors += [
@@ -82,6 +85,9 @@ def _ctc_errors(make: Maker) -> list[ErrorCase]:
             ErrorCase("negative-target-length", (x, targets, il, tl - 3), {}, RuntimeError, "target_lengths"),
             ErrorCase("target-length-above-S", (x, targets, il, torch.tensor([5, 0, 0])), {}, RuntimeError, "targets"),
             ErrorCase("concatenated-total", (x, targets.flatten()[:3], il, tl), {}, RuntimeError, "targets"),
+            # an unbatched call's 1-d target is the concatenated form: its length must be the
+            # target length (found by the fuzzer)
+            ErrorCase("unbatched-target-longer", (x[:, 0], targets[0], il[0], tl[0]), {}, RuntimeError, "targets"),
         ]
     return errors
 

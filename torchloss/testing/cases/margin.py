@@ -93,6 +93,10 @@ def _mm_errors(make: Maker) -> list[ErrorCase]:
     errors = [
         ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
         ErrorCase("reduction-before-p", (x, y), {"p": 3, "reduction": "bad"}, ValueError, "reduction"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("input-not-tensor", (7, y), {}, TypeError, "input"),
+        ErrorCase("target-none", (x, None), {}, TypeError, "target"),
+        ErrorCase("p-1-element-tensor", (x, y), {"p": torch.tensor([2])}, TypeError, "'p'"),
         ErrorCase("p-3", (x, y), {"p": 3}, ValueError, "p == 1 and p == 2"),
         ErrorCase("p-1.5", (x, y), {"p": 1.5}, ValueError, "p == 1 and p == 2"),
         ErrorCase("weight-2d", (x, y), {"weight": w[None]}, ValueError, "weight must be one-dimensional"),
@@ -268,6 +272,8 @@ def _mlsm_samples(make: Maker) -> list[Sample]:
         Sample("target-row", (_logits(make, 4, 5), _soft_targets(make, 5))),
         Sample("target-0d", (_logits(make, 4, 5), _soft_targets(make))),
         Sample("float64-target", (_logits(make, 3, 4), _soft_targets(make, 3, 4, dtype=torch.float64))),
+        # a float64 weight promotes the loss (computed in float64; torch's parts in float32)
+        Sample("float64-weight", (_logits(make, 4, 5), _soft_targets(make, 4, 5)), {"weight": make.uniform(5, low=0.2, high=2.0, dtype=torch.float64)}, wrt=every),
         Sample("large-logits", (make.magnitude(4, 5, low=20.0, high=50.0), _hard_targets(make, 4, 5))),
         # torch's quirk, reproduced: a target (or weight) with more dimensions than the input
         # makes the loss bigger than the input, and the "class" dimension summed over is then

@@ -159,6 +159,7 @@ def _he_samples(make: Maker) -> list[Sample]:
         Sample("integer-target", (_he_input(make, 6), make.signs(6, dtype=torch.int64)), wrt=(0,)),
         Sample("bool-target", (_he_input(make, 6), make.signs(6) > 0), wrt=(0,)),
         Sample("float64-target", (_he_input(make, 3, 4), make.signs(3, 4, dtype=torch.float64)), wrt=(0,)),
+        Sample("float64-0d-target", (_he_input(make, 3, 4), make.signs(dtype=torch.float64)), wrt=(0,)),
         # compared as numbers, whatever their dtype (uint8 255 is -1 in torch's comparison)
         Sample("complex-target", (_he_input(make, 8), mixed.to(torch.complex128)), wrt=(0,)),
         Sample("uint8-target", (_he_input(make, 4), torch.tensor([1, 255, 0, 2], dtype=torch.uint8, device=make.device)), wrt=(0,)),
@@ -264,6 +265,9 @@ def _cos_samples(make: Maker) -> list[Sample]:
         Sample("feature-broadcast-other", (x2q, x1q, _cos_targets(make, [1.0, 1.0, 0.5, 1.0]))),
         batch("integer-target", y=make.signs(5, dtype=torch.int64), margin=0.1),
         batch("float64-target", y=make.signs(5, dtype=torch.float64), margin=-0.2),
+        # a float64 input2 promotes the loss (computed in float64; torch's norms of input1 in
+        # float32), and broadcast along the features
+        Sample("float64-input2-feature-broadcast", (x2q, x1q.double(), _cos_targets(make, [1.0, 1.0, 0.5, 1.0]))),
         batch("bool-target", y=make.signs(5) > 0),
         batch("complex-target", n=6, y=_cos_targets(make, mixed, dtype=torch.complex128)),
         Sample("positive-targets", (*_cos_pair(make, 5, 6), y_pos), {"margin": 0.6}),

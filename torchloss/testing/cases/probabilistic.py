@@ -52,6 +52,8 @@ def _poisson_samples(make: Maker) -> list[Sample]:
         Sample("3d-rate-full", (rates(2, 3, 4), targets(2, 3, 4)), {"log_input": False, "full": True}),
         Sample("target-broadcast-full", (make.normal(3, 4), targets(4)), {"full": True}),
         Sample("both-broadcast-full", (rates(3, 1), targets(1, 4)), {"log_input": False, "full": True}),
+        # mixed dtypes: a 0-d float64 target does not promote (ATen's 0-d rule)
+        Sample("float64-0d-target-full", (make.normal(3, 4), make.uniform(low=1.5, high=3.0, dtype=torch.float64)), {"full": True}),
     ]
 
 
@@ -63,6 +65,10 @@ def _poisson_errors(make: Maker) -> list[ErrorCase]:
             "elementwise-mean", (x, y), {"reduction": "elementwise_mean"}, ValueError, "reduction"
         ),
         ErrorCase("bad-broadcast", (x, make.uniform(3, 5)), {}, RuntimeError, "shape"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("log-input-none", (x, y), {"log_input": None}, TypeError, "log_input"),
+        ErrorCase("full-float", (x, y), {"full": 0.0}, TypeError, "full"),
+        ErrorCase("eps-1-element-tensor", (x, y), {"eps": torch.tensor([2.0])}, TypeError, "eps"),
     ]
 
 
@@ -103,6 +109,10 @@ def _gaussian_samples(make: Maker) -> list[Sample]:
         sample("float-var-below-eps-full", (4, 3), 1e-3, wrt=(0, 1), eps=0.05, full=True),
         sample("target-broadcast", (4, 3), var(4, 3), target_shape=(1, 3)),
         sample("target-enlarges", (4, 1), var(4), target_shape=(4, 3)),
+        # mixed dtypes: a float64 var promotes the loss (computed in float64: torch computes parts
+        # in the input's dtype; see docs/differences.md); a 0-d float64 target does not promote
+        sample("float64-var", (4, 3), make.uniform(4, 3, low=0.2, high=2.0, dtype=torch.float64)),
+        Sample("float64-0d-target", (make.normal(4, 3), make.normal(dtype=torch.float64), var(4, 3)), wrt=(0, 1, 2)),
         # straight-through below eps: not the derivative of the value, so no var gradient here
         Sample("var-below-eps", (x, y, small), {"eps": 0.01}, wrt=(0, 1)),
     ]
@@ -173,6 +183,8 @@ def _kl_samples(make: Maker) -> list[Sample]:
         Sample("target-broadcast", (_log_probs(make, 3, 4), _probability_targets(make, 4))),
         Sample("target-enlarges", (_log_probs(make, 1, 4), _probability_targets(make, 3, 4))),
         Sample("unnormalised", (make.normal(3, 4), make.uniform(3, 4, low=0.05, high=3.0))),
+        # mixed dtypes: a 0-d float64 target does not promote
+        Sample("float64-0d-target", (_log_probs(make, 3, 4), make.uniform(low=0.1, high=1.0, dtype=torch.float64))),
     ]
 
 
@@ -187,6 +199,9 @@ def _kl_errors(make: Maker) -> list[ErrorCase]:
         ErrorCase("bad-broadcast", (x, _probability_targets(make, 3, 5)), {}, RuntimeError, "shape"),
         # the reduction is validated before the dtypes
         ErrorCase("reduction-before-dtype", (i, i.clone()), {"reduction": "bad"}, ValueError, "reduction"),
+        # found by the differential fuzzer (torchloss/testing/fuzz.py)
+        ErrorCase("log-target-none", (x, y), {"log_target": None}, TypeError, "log_target"),
+        ErrorCase("log-target-float", (x, y), {"log_target": 0.0}, TypeError, "log_target"),
     ]
 
 

@@ -13,7 +13,7 @@ from ._base import ErrorCase, LossCase, Maker, Sample
 # broadcasts into the input (warns, as torch), and one that broadcasts both to a larger shape.
 
 
-def _difference_samples(make: Maker, kinks=(0.0,), module=True, **kwargs) -> list[Sample]:
+def _difference_samples(make: Maker, kinks=(0.0,), module=True, mixed_dtypes=True, **kwargs) -> list[Sample]:
     def pair(in_shape, tgt_shape, name):
         target = make.normal(*tgt_shape)
         shape = torch.broadcast_shapes(in_shape, tgt_shape)
@@ -25,28 +25,59 @@ def _difference_samples(make: Maker, kinks=(0.0,), module=True, **kwargs) -> lis
             input = make.normal(*in_shape) + 3.0
         return Sample(name, (input, target), dict(kwargs), module=module)
 
-    return [
+    def mixed(name, input_0d: bool):
+        # one operand is 0-d float64: torch broadcasts the pair first, so it promotes like any
+        # other operand (L1/MSE/SmoothL1 give float64, Huber the input's dtype) and the difference
+        # is taken in float64 (issue 17)
+        d = make.magnitude(4, 5, low=0.05, high=2.5, avoid=kinks, dtype=torch.float64)
+        if input_0d:  # a 0-d float64 input against a target in the dtype under test
+            input = make.normal(dtype=torch.float64)
+            target = (input - d).to(make.dtype)
+        else:  # an input in the dtype under test against a 0-d float64 target
+            target = make.normal(dtype=torch.float64)
+            input = (target + d).to(make.dtype)
+        return Sample(name, (input, target), dict(kwargs), module=module)
+
+    samples = [
         pair((4, 5), (4, 5), "matrix"),
         pair((), (), "scalar"),
         pair((2, 3, 4), (2, 3, 4), "3d"),
         pair((3, 4), (4,), "target-broadcast"),
         pair((3, 1), (1, 4), "both-broadcast"),
     ]
+    if mixed_dtypes:
+        samples += [mixed("float64-0d-target", False), mixed("float64-0d-input", True)]
+    return samples
 
 
 def _regression_errors(name: str, make: Maker) -> list[ErrorCase]:
     x, y = make.normal(3, 4), make.normal(3, 4)
-    return [
+    errors = [
         ErrorCase("bad-reduction", (x, y), {"reduction": "batchmean"}, ValueError, "reduction"),
         ErrorCase("bad-broadcast", (x, make.normal(3, 5)), {}, RuntimeError),
     ]
+    # found by the differential fuzzer (torchloss/testing/fuzz.py)
+    if name == "l1_loss":
+        errors.append(ErrorCase("bool-input", (x > 0, y), {}, RuntimeError, "bool"))
+    if name in ("smooth_l1_loss", "huber_loss"):
+        arg = "beta" if name == "smooth_l1_loss" else "delta"
+        errors += [
+            ErrorCase(f"nan-{arg}", (x, y), {arg: float("nan")}, RuntimeError, arg),
+            ErrorCase(f"{arg}-1-element-tensor", (x, y), {arg: torch.tensor([2.0])}, TypeError, arg),
+        ]
+    return errors
 
 
 def _weighted(make: Maker, name: str) -> list[Sample]:
     x, y = make.normal(3, 4), make.normal(3, 4)
     x = y + make.magnitude(3, 4, low=0.1, high=2.5, avoid=(1.0, 0.5) if name == "huber" else (0.0,))
     w = make.uniform(3, 4, low=0.2, high=2.0)
-    return [Sample("weight", (x, y), {"weight": w}, wrt=(0, 1, "weight"), module=False)]
+    w64 = make.uniform(3, 4, low=0.2, high=2.0, dtype=torch.float64)
+    return [
+        Sample("weight", (x, y), {"weight": w}, wrt=(0, 1, "weight"), module=False),
+        # a float64 weight promotes the result (Huber's too: torch multiplies by the weight)
+        Sample("float64-weight", (x, y), {"weight": w64}, wrt=(0, 1, "weight"), module=False),
+    ]
 
 
 def _weight_errors(make: Maker) -> list[ErrorCase]:
@@ -114,7 +145,10 @@ _REGRESSION_CASES: list[LossCase] = [
     LossCase(
         "huber_loss",
         "HuberLoss",
-        samples=lambda make: _difference_samples(make, kinks=(1.0,))
+        # (no mixed-dtype pair: torch's huber_loss backward raises "Found dtype Float but
+        # expected Double" there; tests/test_regression_specific.py checks torchloss's against a
+        # float64 evaluation)
+        samples=lambda make: _difference_samples(make, kinks=(1.0,), mixed_dtypes=False)
         + _difference_samples(make, kinks=(0.5,), delta=0.5)[:2]
         + _weighted(make, "huber"),
         errors=lambda make: _regression_errors("huber_loss", make)

@@ -170,6 +170,12 @@ def _tm_samples(make: Maker) -> list[Sample]:
         _tm(make, "broadcast-positive-swap", ((5, 4), (1, 4), (5, 4)), swap=True),
         _tm(make, "broadcast-anchor-features", ((5, 1), (5, 4), (5, 4)), p=1),
         _tm(make, "broadcast-batches", ((3, 1, 4), (1, 2, 4), (3, 2, 4)), swap=True),
+        # the distance dimension broadcasts within one distance only: d(a, p) over one
+        # component, d(a, n) over four (issue 17); with swap, d(p, n) over one
+        _tm(make, "broadcast-features-negative", ((5, 1), (5, 1), (5, 4))),
+        _tm(make, "broadcast-features-negative-p1-swap", ((5, 1), (5, 1), (5, 4)), p=1, swap=True),
+        _tm(make, "broadcast-features-anchor-p3-swap", ((5, 4), (5, 1), (5, 1)), p=3, swap=True),
+        _tm(make, "broadcast-features-positive-p-inf", ((5, 1), (5, 4), (5, 1)), p=math.inf),
         # torch promotes the distances: a float64 negative makes the loss float64
         _tm(make, "float64-negative", batch, dtypes=(None, None, torch.float64)),
     ]
@@ -252,6 +258,8 @@ def _td_samples(make: Maker) -> list[Sample]:
         _td(make, "unbatched", _same(5)),
         _td(make, "3d-swap", _same(2, 3, 4), swap=True),
         _td(make, "broadcast-positive", ((5, 4), (1, 4), (5, 4))),
+        _td(make, "broadcast-features-negative", ((5, 1), (5, 1), (5, 4))),
+        _td(make, "broadcast-features-anchor-swap", ((5, 4), (5, 1), (5, 1)), swap=True),
         # torchloss's PairwiseDistance (what the module creates by default), any p and eps: fused
         _td(make, "pairwise-module-p3", batch, distance_function=PairwiseDistance(p=3, eps=1e-4)),
         _td(make, "pairwise-module-p1-swap", batch, distance_function=PairwiseDistance(p=1), swap=True),

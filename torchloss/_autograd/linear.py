@@ -1,0 +1,856 @@
+r"""Linear cross entropy: cross entropy of ``input @ linear_weight.T + linear_bias``, streamed.
+
+Notation. The input is :math:`X` (``(N, in)``; an unbatched ``(in,)`` input is one row), the
+linear weight :math:`W` (``(C, d1..dK, in)``, viewed as ``(C, D, in)`` with :math:`D = \prod d_k`,
+1 without ``out_features``), the bias :math:`b` (``(C, D)``). A *position* :math:`p = (n, j)` is a
+row and an output feature; its logits are :math:`z_{pc} = X_n \cdot W_{cj} + b_{cj}` and its
+softmax runs over the :math:`C` classes. :math:`\ell_p = \log\sum_c e^{z_{pc}}`,
+:math:`s_{pc} = e^{z_{pc} - \ell_p}`.
+
+Loss per position (exactly :func:`torchloss._autograd.classification`'s cross entropy of the
+logits). Index targets :math:`t_p` with validity :math:`v_p`, class weights :math:`w` (1 if absent),
+:math:`w_t = v\,w[t]`, smoothing :math:`\varepsilon`, and :math:`r_c = w_c`:
+
+.. math::
+    l_p = (1-\varepsilon)\,w_t(\ell_p - z_{pt}) + \frac{\varepsilon}{C}\sum_c r_c(\ell_p - z_{pc}).
+
+Probability targets :math:`t_{pc}`, :math:`t' = (1-\varepsilon)t + \varepsilon/C` and
+:math:`r_{pc} = w_c t'_{pc}` (per position): :math:`l_p = \sum_c r_{pc}(\ell_p - z_{pc})`.
+
+Streaming statistics. A block of rows and classes gives, per position, with its own maximum
+:math:`m = \max_c z_{pc}`: :math:`s = \sum_c e^{z_{pc} - m}`, :math:`z_t` (the target's logit if
+it lies in the block, else 0), :math:`R = \sum_c r_c (m - z_{pc})` and :math:`\rho = \sum_c r_c`.
+Blocks combine exactly (:func:`combine_stats`): with :math:`M = \max_j m_j`,
+:math:`S = \sum_j s_j e^{m_j - M}`, :math:`R = \sum_j R_j + \rho_j (M - m_j)`, :math:`\rho = \sum_j
+\rho_j`, :math:`z_t = \sum_j z_{t,j}`. Then :math:`\ell = M + \log S` and
+
+.. math::
+    \ell - z_t = \log S + (M - z_t), \qquad \sum_c r_c(\ell - z_c) = \rho \log S + R,
+
+sums of non-negative terms (for non-negative :math:`r`): no large :math:`\ell` is ever subtracted
+from a large :math:`z`, so the loss keeps its digits as the log-softmax form does.
+
+Gradients. :math:`\partial l_p/\partial z_{pc} = a^s_p s_{pc} - a^t_p [c = t_p] - a^r_p r_{pc}` with,
+for the upstream gradient :math:`g_p` of the position (:math:`g` for ``'sum'``, :math:`g/\mathcal D`
+for ``'mean'``, each position's own for ``'none'``; 0 where ignored):
+
+* index targets: :math:`a^t = g(1-\varepsilon) w_t`, :math:`a^r = g v\,\varepsilon/C`,
+  :math:`a^s = a^t + a^r \rho` (:math:`\rho = \sum_c w_c`);
+* probability targets: :math:`a^t = 0`, :math:`a^r = g`, :math:`a^s = g\rho_p`.
+
+Writing :math:`G_{pc}` for this, :math:`\partial L/\partial X_n = \sum_{j,c} G_{njc} W_{cj}`,
+:math:`\partial L/\partial W_{cj} = \sum_n G_{njc} X_n`, :math:`\partial L/\partial b_{cj} = \sum_n
+G_{njc}`: two matrix products per block of :math:`G`, which never exists beyond one block. For
+probability targets also :math:`\partial L/\partial t_{pc} = g_p(1-\varepsilon) w_c (\ell_p -
+z_{pc})` and :math:`\partial L/\partial w_c = \sum_p g_p t'_{pc}(\ell_p - z_{pc})`.
+
+Tangents. :math:`\dot z = \dot X W^\top + X \dot W^\top + \dot b` block by block, and
+:math:`\dot l_p = \sum_c G_{pc}\dot z_{pc}` (with :math:`g_p` = 1) plus, for probability targets,
+:math:`\sum_c (\ell_p - z_{pc})\big[(1-\varepsilon) w_c \dot t_{pc} + \dot w_c t'_{pc}\big]`;
+reduced as the loss.
+
+Memory. Every pass runs over blocks of rows and classes planned from the shapes
+(:func:`block_plan`) so that the block temporaries (logits, their exponentials or gradient, an
+upcast of the weight block for float16/bfloat16) stay within a byte budget; the ``N x C`` logits
+never exist. Eager ``'mean'``/``'sum'`` calls that need gradients form them during the forward
+pass (one logits pass for the loss and the gradients: three matrix products per block in all, as
+torch's unfused path), and backward scales them by the upstream gradient. Otherwise (``'none'``,
+``torch.func`` transforms, ``torch.compile``, a differentiated backward) backward recomputes the
+logits block by block from the saved inputs, with ordinary differentiable ops, so double backward
+differentiates exactly the formulas above. The per-position :math:`\ell` is saved from the forward
+(``N x D`` values) for first-order backward and ``jvp``; a differentiated backward recomputes it.
+
+The streaming parts are public to the package, for ``vocab_parallel_linear_cross_entropy``: each
+rank calls :func:`shard_stats` on its vocabulary shard (``vocab_start`` = its first class),
+combines the statistics over ranks (``Stats.rebase`` to the global maximum, then sums), forms
+:math:`\ell` and the coefficients, and calls :func:`shard_grads` for its shard's gradients.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.autograd.forward_ad as _fwad
+from torch import Tensor
+
+from .. import _reduction as R
+from ._base import LossFunction, opmath_dtype
+
+DEFAULT_BUDGET = 64 << 20  # bytes of block temporaries (see block_plan)
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+_transforms_active = torch._C._are_functorch_transforms_active
+
+
+# --------------------------------------------------------------------------------------------
+# The block plan
+
+
+def block_plan(rows: int, classes: int, D: int, in_features: int, compute: torch.dtype, budget: int,
+               upcast_weight: bool = False) -> tuple[int, int]:
+    """``(row_block, vocab_block)`` for ``rows`` x ``classes`` (x ``D``) logits within ``budget``
+    bytes of temporaries.
+
+    A block of ``r`` rows and ``c`` classes holds about three ``r x c x D`` buffers of the
+    computation dtype (logits, exponentials or gradient, one more temporary) plus, when the
+    weight is upcast per block (float16/bfloat16), ``c x D x in`` floats. Whole-vocabulary blocks
+    are preferred (one logits pass gives the loss and gradients); when fewer than 64 rows (or all
+    of them) fit that way, rows are capped at 256 and the vocabulary is split instead.
+    """
+    item = torch.empty((), dtype=compute).element_size()
+    per_elem = 3 * item * max(D, 1)
+    wcol = item * max(D, 1) * in_features if upcast_weight else 0
+    budget = max(int(budget), 1)
+    classes = max(classes, 1)
+    rows_full = (budget - wcol * classes) // (per_elem * classes) if budget > wcol * classes else 0
+    if rows_full >= min(rows, 64) and rows_full > 0:
+        return max(1, min(rows, rows_full)), classes
+    rb = max(1, min(rows, 256))
+    cb = budget // (per_elem * rb + wcol)
+    while cb < 16 and rb > 1:
+        rb //= 2
+        cb = budget // (per_elem * rb + wcol)
+    return rb, max(1, min(classes, cb))
+
+
+def _ranges(total: int, step: int):
+    return [(i, min(i + step, total)) for i in range(0, total, step)]
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming statistics
+
+
+class Stats(NamedTuple):
+    """Per-position statistics of a block of classes, each ``(N, D)`` in the computation dtype:
+    ``m`` the maximum logit, ``s`` the sum of ``exp(z - m)``, ``zt`` the target's logit (0 where
+    the target is not among the classes), ``r`` the sum of ``r_c (m - z_c)`` and ``rho`` the sum
+    of ``r_c`` (both 0 when there is no ``r``)."""
+
+    m: Tensor
+    s: Tensor
+    zt: Tensor
+    r: Tensor
+    rho: Tensor
+
+    def rebase(self, M: Tensor) -> Stats:
+        """The statistics relative to a maximum ``M >= m`` (the global one): after this, the
+        statistics of disjoint class blocks (or vocabulary shards) combine by summing."""
+        shift = M - self.m
+        return Stats(M, self.s * torch.exp(-shift), self.zt, self.r + self.rho * shift, self.rho)
+
+    def lse(self) -> Tensor:
+        return self.m + torch.log(self.s)
+
+
+def combine_stats(parts: list[Stats]) -> Stats:
+    """The statistics of the union of disjoint class blocks."""
+    if len(parts) == 1:
+        return parts[0]
+    M = parts[0].m
+    for p in parts[1:]:
+        M = torch.maximum(M, p.m)
+    out = parts[0].rebase(M)
+    s, zt, r, rho = out.s, out.zt, out.r, out.rho
+    for p in parts[1:]:
+        q = p.rebase(M)
+        s, zt, r, rho = s + q.s, zt + q.zt, r + q.r, rho + q.rho
+    return Stats(M, s, zt, r, rho)
+
+
+def _logits(x: Tensor, w: Tensor, b: Tensor | None, c0: int, c1: int, compute: torch.dtype) -> Tensor:
+    """``(rows, c1 - c0, D)`` logits of classes ``[c0, c1)`` of a ``(C, D, in)`` weight."""
+    wb = w[c0:c1]
+    cb, D = wb.shape[0], wb.shape[1]
+    wb = wb.reshape(cb * D, wb.shape[2])
+    if wb.dtype != compute:
+        wb = wb.to(compute)
+    z = torch.mm(x, wb.t()) if b is None else torch.addmm(b[c0:c1].reshape(cb * D).to(compute), x, wb.t())
+    return z.view(x.shape[0], cb, D)
+
+
+def _local(idx: Tensor | None, valid: Tensor | None, start: int, cb: int):
+    """``(local, inside)``: the targets' indices within a block starting at class ``start``
+    (clamped into it) and where a valid target lies in the block."""
+    local = idx - start
+    inside = (local >= 0) & (local < cb)
+    if valid is not None:
+        inside = inside & valid
+    return local.clamp(0, cb - 1).unsqueeze(1), inside
+
+
+class ProbR:
+    """The coefficients :math:`r_{pc} = w_c t'_{pc}` of probability targets, formed block by block
+    from the ``(N, C, D)`` target (a view of the caller's): never a second ``N x C`` tensor."""
+
+    def __init__(self, target: Tensor, wvec: Tensor | None, eps: float, compute: torch.dtype):
+        self.t, self.wvec, self.eps, self.compute = target, wvec, eps, compute
+        self.C = target.shape[1]
+
+    def tsm_block(self, rows: tuple[int, int], c0: int, c1: int) -> Tensor:
+        t = self.t[rows[0]:rows[1], c0:c1].to(self.compute)
+        return t.mul(1 - self.eps).add_(self.eps / self.C) if self.eps > 0 else t
+
+    def block(self, rows: tuple[int, int], c0: int, c1: int) -> Tensor:
+        if self.wvec is None:
+            return self.tsm_block(rows, c0, c1)
+        # w t' = t (1 - eps) w + (eps / C) w: one fused op, one block-sized result
+        w = self.wvec[c0:c1].view(1, c1 - c0, 1)
+        t = self.t[rows[0]:rows[1], c0:c1].to(self.compute)
+        if self.eps > 0:
+            return torch.addcmul(w * (self.eps / self.C), t, w * (1 - self.eps))
+        return t * w
+
+    def rho(self, rb: int, cb: int) -> Tensor:
+        r""":math:`\rho_p = \sum_c r_{pc}`, ``(N, D)``, over blocks of ``rb`` rows and ``cb``
+        classes."""
+        N, D = self.t.shape[0], self.t.shape[2]
+        rows = []
+        for r0, r1 in _ranges(N, max(1, rb)):
+            total = None
+            for c0, c1 in _ranges(self.C, max(1, cb)):
+                part = self.block((r0, r1), c0, c1).sum(1)
+                total = part if total is None else total + part
+            rows.append(total if total is not None else self.t.new_zeros((r1 - r0, D), dtype=self.compute))
+        if not rows:
+            return self.t.new_zeros((0, D), dtype=self.compute)
+        return rows[0] if len(rows) == 1 else torch.cat(rows, 0)
+
+
+def _r_block(r, rows: tuple[int, int], c0: int, c1: int) -> Tensor | None:
+    """``r`` of a block, broadcastable to ``(rows, cb, D)``: from a class vector ``(C,)``, a
+    per-position ``(N, C, D)`` tensor or a :class:`ProbR`."""
+    if r is None:
+        return None
+    if isinstance(r, ProbR):
+        return r.block(rows, c0, c1)
+    if r.dim() == 1:
+        return r[c0:c1].view(1, c1 - c0, 1)
+    return r[rows[0]:rows[1], c0:c1]
+
+
+def block_stats(z: Tensor, local: Tensor | None, inside: Tensor | None, r: Tensor | None,
+                in_place: bool = False) -> Stats:
+    """:class:`Stats` of one ``(rows, cb, D)`` logits block. ``in_place`` (eager, nothing
+    differentiates it) lets it overwrite ``z`` with :math:`e^{z - m}`: then at most one more
+    block-sized temporary exists at a time."""
+    m = z.amax(1)
+    mk = m.unsqueeze(1)
+    if local is not None:
+        zt = torch.where(inside, z.gather(1, local).squeeze(1), 0)
+    else:
+        zt = torch.zeros_like(m)
+    if r is not None:
+        d = mk - z  # m - z >= 0
+        rr = (d.mul_(r) if in_place else d * r).sum(1)
+        del d
+        rho = r.sum(1).expand_as(m) if r.shape[0] == 1 else r.sum(1)
+    else:
+        rr = rho = torch.zeros_like(m)
+    s = (z.sub_(mk).exp_() if in_place else torch.exp(z - mk)).sum(1)
+    return Stats(m, s, zt, rr, rho)
+
+
+def shard_stats(x: Tensor, w: Tensor, b: Tensor | None, idx: Tensor | None, valid: Tensor | None,
+                r: Tensor | None, *, vocab_start: int = 0, budget: int = DEFAULT_BUDGET) -> Stats:
+    """The statistics of every position over the classes of ``w`` (``(C_shard, D, in)``, whose
+    first class is ``vocab_start`` of the whole vocabulary): ``(N, D)`` tensors.
+
+    ``x`` is ``(N, in)``; ``idx``/``valid`` the ``(N, D)`` target indices (global) and validity
+    (``None`` for probability targets); ``r`` the smoothing/probability coefficients of these
+    classes (``(C_shard,)`` or ``(N, C_shard, D)``) or ``None``. Differentiable (ordinary ops).
+    """
+    compute = opmath_dtype(x.dtype)
+    N, C, D = x.shape[0], w.shape[0], w.shape[1]
+    rb, cb = block_plan(N, C, D, x.shape[1], compute, budget, w.dtype != compute)
+    in_place = _first_order(x, w, b, idx, r if isinstance(r, Tensor) else None)
+    rows_out = []
+    for r0, r1 in _ranges(N, rb):
+        xi = x[r0:r1].to(compute)
+        st = None
+        for c0, c1 in _ranges(C, cb):
+            z = _logits(xi, w, b, c0, c1, compute)
+            local = inside = None
+            if idx is not None:
+                local, inside = _local(idx[r0:r1], valid[r0:r1], vocab_start + c0, c1 - c0)
+            part = block_stats(z, local, inside, _r_block(r, (r0, r1), c0, c1), in_place)
+            del z
+            st = part if st is None else combine_stats([st, part])  # a running fold: O(rows) memory
+        rows_out.append(st)
+    if len(rows_out) == 1:
+        return rows_out[0]
+    if not rows_out:
+        empty = x.new_zeros((0, D), dtype=compute)
+        return Stats(empty, empty, empty, empty, empty)
+    return Stats(*(torch.cat(f, 0) for f in zip(*rows_out)))
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients, block by block
+
+
+class Coefs(NamedTuple):
+    """Per-position coefficients of :math:`G = a^s s - a^t[c = t] - a^r r`, ``(N, D)`` each
+    (``tgt`` ``None`` for probability targets, ``r`` ``None`` without ``r``)."""
+
+    soft: Tensor
+    tgt: Tensor | None
+    r: Tensor | None
+
+
+def block_grad(z: Tensor, lse: Tensor, co: Coefs, local, inside, r: Tensor | None) -> Tensor:
+    """:math:`G` of one ``(rows, cb, D)`` block (a fresh tensor; ``co``/``lse`` of its rows)."""
+    G = torch.exp(z - lse.unsqueeze(1)) * co.soft.unsqueeze(1)
+    if r is not None and co.r is not None:
+        G = G - co.r.unsqueeze(1) * r
+    if co.tgt is not None and local is not None:
+        G = G.scatter_add(1, local, torch.where(inside, -co.tgt, 0).unsqueeze(1))
+    return G
+
+
+def _block_grad_(z: Tensor, lse: Tensor, co: Coefs, local, inside, r: Tensor | None) -> Tensor:
+    """:func:`block_grad` in place on ``z`` (eager, nothing differentiates it)."""
+    G = z.sub_(lse.unsqueeze(1)).exp_().mul_(co.soft.unsqueeze(1))
+    if r is not None and co.r is not None:
+        G.addcmul_(r, co.r.unsqueeze(1), value=-1)  # no temporary
+    if co.tgt is not None and local is not None:
+        G.scatter_add_(1, local, torch.where(inside, -co.tgt, 0).unsqueeze(1))
+    return G
+
+
+class Grads(NamedTuple):
+    x: Tensor | None  # (N, in): this shard's part of the input's gradient
+    w: Tensor | None  # (C_shard, D, in)
+    b: Tensor | None  # (C_shard, D)
+    t: Tensor | None  # (N, C_shard, D): probability targets
+    weight: Tensor | None  # (C_shard,): class weights of probability targets
+
+
+def shard_grads(x: Tensor, w: Tensor, b: Tensor | None, lse: Tensor, co: Coefs,
+                idx: Tensor | None, valid: Tensor | None, r: Tensor | None, *,
+                need: tuple[bool, bool, bool] = (True, True, False), probs: tuple | None = None,
+                vocab_start: int = 0, budget: int = DEFAULT_BUDGET, in_place: bool = False) -> Grads:
+    """The gradients of the loss over the classes of ``w`` (a vocabulary shard starting at
+    ``vocab_start``), given the global per-position ``lse`` and coefficients ``co``.
+
+    ``need`` = (input, weight, bias). ``probs``, for probability-target gradients, is
+    ``(gt_coef, wvec, t_smoothed, gw_coef)``: ``gt_coef`` ``(N, D)`` = :math:`g(1-\\varepsilon)`
+    or ``None``, ``wvec`` the class weights (``(C_shard,)`` or ``None``), ``t_smoothed``
+    ``(N, C_shard, D)`` and ``gw_coef`` ``(N, D)`` = :math:`g` or ``None``. The input gradient is
+    this shard's part (the vocab-parallel caller all-reduces it). ``in_place`` accumulates in
+    place (eager, nothing differentiates the result); otherwise every op is out of place and
+    differentiable.
+    """
+    compute = opmath_dtype(x.dtype)
+    N, K = x.shape
+    C, D = w.shape[0], w.shape[1]
+    need_x, need_w, need_b = need
+    gt_coef, wvec, tsm, gw_coef = probs if probs is not None else (None, None, None, None)
+    rb, cb = block_plan(N, C, D, K, compute, budget, w.dtype != compute)
+    vblocks = _ranges(C, cb)
+    if in_place:
+        gx = x.new_zeros((N, K), dtype=compute) if need_x else None
+        gw = w.new_zeros((C * D, K), dtype=compute) if need_w else None
+        gb = w.new_zeros((C * D,), dtype=compute) if need_b else None
+        gt = x.new_empty((N, C, D), dtype=compute) if gt_coef is not None else None
+        gwt = x.new_zeros((C,), dtype=compute) if gw_coef is not None else None
+    else:
+        gx_rows, gw_parts, gb_parts, gt_rows, gwt_parts = [], [None] * len(vblocks), [None] * len(vblocks), [], [None] * len(vblocks)
+    for r0, r1 in _ranges(N, rb):
+        xi = x[r0:r1].to(compute)
+        lse_i = lse[r0:r1]
+        co_i = Coefs(co.soft[r0:r1], None if co.tgt is None else co.tgt[r0:r1], None if co.r is None else co.r[r0:r1])
+        gxi = None
+        gt_blocks = []
+        for j, (c0, c1) in enumerate(vblocks):
+            z = _logits(xi, w, b, c0, c1, compute)
+            cbj = c1 - c0
+            local = inside = None
+            if idx is not None:
+                local, inside = _local(idx[r0:r1], valid[r0:r1], vocab_start + c0, cbj)
+            rblk = _r_block(r, (r0, r1), c0, c1)
+            if gt_coef is not None or gw_coef is not None:
+                # ℓ - z = -log s; written straight into the target's gradient when eager
+                if in_place and gt_coef is not None:
+                    dist = torch.sub(lse_i.unsqueeze(1), z, out=gt[r0:r1, c0:c1])
+                else:
+                    dist = lse_i.unsqueeze(1) - z
+                if gw_coef is not None:
+                    part = dist * tsm.tsm_block((r0, r1), c0, c1)
+                    part = (part.mul_(gw_coef[r0:r1].unsqueeze(1)) if in_place else part * gw_coef[r0:r1].unsqueeze(1)).sum((0, 2))
+                    if in_place:
+                        gwt[c0:c1] += part
+                    else:
+                        gwt_parts[j] = part if gwt_parts[j] is None else gwt_parts[j] + part
+                if gt_coef is not None:
+                    if in_place:
+                        dist.mul_(gt_coef[r0:r1].unsqueeze(1))
+                        if wvec is not None:
+                            dist.mul_(wvec[c0:c1].view(1, cbj, 1))
+                    else:
+                        blk = dist * gt_coef[r0:r1].unsqueeze(1)
+                        gt_blocks.append(blk if wvec is None else blk * wvec[c0:c1].view(1, cbj, 1))
+                del dist
+            if not (need_x or need_w or need_b):
+                continue
+            if in_place:
+                G = _block_grad_(z, lse_i, co_i, local, inside, rblk)
+            else:
+                G = block_grad(z, lse_i, co_i, local, inside, rblk)
+            G2 = G.view(r1 - r0, cbj * D)
+            if need_x:
+                wb = w[c0:c1].reshape(cbj * D, K)
+                wb = wb if wb.dtype == compute else wb.to(compute)
+                if in_place:
+                    gx[r0:r1].addmm_(G2, wb)
+                else:
+                    part = torch.mm(G2, wb)
+                    gxi = part if gxi is None else gxi + part
+            if need_w:
+                if in_place:
+                    gw[c0 * D:c1 * D].addmm_(G2.t(), xi)
+                else:
+                    part = torch.mm(G2.t(), xi)
+                    gw_parts[j] = part if gw_parts[j] is None else gw_parts[j] + part
+            if need_b:
+                if in_place:
+                    gb[c0 * D:c1 * D] += G2.sum(0)
+                else:
+                    part = G2.sum(0)
+                    gb_parts[j] = part if gb_parts[j] is None else gb_parts[j] + part
+            del z, G, G2, rblk  # (before the next block's logits exist)
+        if not in_place:
+            if need_x:
+                gx_rows.append(gxi if gxi is not None else xi.new_zeros(xi.shape))
+            if gt_coef is not None:
+                gt_rows.append(torch.cat(gt_blocks, 1) if len(gt_blocks) > 1 else gt_blocks[0])
+    if not in_place:
+        gx = _cat(gx_rows, (0, K), x, compute) if need_x else None
+        gw = _cat([p if p is not None else x.new_zeros(((c1 - c0) * D, K), dtype=compute)
+                   for p, (c0, c1) in zip(gw_parts, vblocks)], (0, K), x, compute) if need_w else None
+        gb = _cat([p if p is not None else x.new_zeros(((c1 - c0) * D,), dtype=compute)
+                   for p, (c0, c1) in zip(gb_parts, vblocks)], (0,), x, compute) if need_b else None
+        gt = _cat(gt_rows, (0, C, D), x, compute) if gt_coef is not None else None
+        gwt = _cat([p if p is not None else x.new_zeros((c1 - c0,), dtype=compute)
+                    for p, (c0, c1) in zip(gwt_parts, vblocks)], (0,), x, compute) if gw_coef is not None else None
+    return Grads(gx, None if gw is None else gw.view(C, D, K), None if gb is None else gb.view(C, D), gt, gwt)
+
+
+def _cat(parts, empty_shape, like, dtype):
+    if not parts:
+        return like.new_zeros(empty_shape, dtype=dtype)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The per-position loss and coefficients
+
+
+class Setup(NamedTuple):
+    """What the targets and weights give, before any logits: ``idx``/``valid`` ``(N, D)`` (index
+    targets), ``wt`` the target weights, ``r`` the smoothing/probability coefficients,
+    ``denom`` the 'mean' denominator, ``tsm`` the :class:`ProbR` of probability targets."""
+
+    idx: Tensor | None
+    valid: Tensor | None
+    wt: Tensor | None
+    r: Tensor | None
+    denom: Tensor | int | None
+    safe_denom: Tensor | int | None
+    tsm: ProbR | None
+    wvec: Tensor | None
+
+
+def _setup(target: Tensor, weight: Tensor | None, N: int, C: int, D: int, probs: bool, ignore_index: int,
+           eps: float, compute: torch.dtype) -> Setup:
+    wvec = None if weight is None else weight.to(compute)
+    if probs:
+        r = ProbR(target.reshape(N, C, D), wvec, eps, compute)
+        return Setup(None, None, None, r, N * D, N * D, r, wvec)
+    t = target.long().reshape(N, D)
+    valid = t != ignore_index
+    idx = torch.where(valid, t, 0)
+    wt = valid.to(compute) if wvec is None else torch.where(valid, wvec.take(idx), 0)
+    r = None
+    if eps > 0:
+        r = wvec if wvec is not None else torch.ones((C,), dtype=compute, device=target.device)
+    denom = wt.sum()
+    safe = denom + (~valid).all().to(compute)
+    return Setup(idx, valid, wt, r, denom, safe, None, wvec)
+
+
+def _loss(st: Stats, su: Setup, eps: float, C: int, probs: bool) -> Tensor:
+    """Per-position loss ``(N, D)`` from the combined statistics."""
+    log_s = torch.log(st.s)
+    if probs:
+        return st.rho * log_s + st.r
+    loss = (log_s + (st.m - st.zt)) * su.wt
+    if eps > 0:
+        loss = (1 - eps) * loss + (eps / C) * (st.rho * log_s + st.r)
+    return torch.where(su.valid, loss, 0)
+
+
+def _coefs(gp: Tensor, su: Setup, eps: float, C: int, probs: bool, rho: Tensor | None) -> Coefs:
+    """:class:`Coefs` for per-position upstream gradients ``gp`` (broadcastable to ``(N, D)``)."""
+    if probs:
+        return Coefs(gp * rho, None, gp.expand_as(rho))
+    a = torch.where(su.valid, gp, 0)
+    tgt = a * su.wt if eps == 0 else (1 - eps) * a * su.wt
+    if eps > 0:
+        ar = (eps / C) * a
+        W = C if su.wvec is None else su.wvec.sum()
+        return Coefs(tgt + ar * W, tgt, ar)
+    return Coefs(tgt, tgt, None)
+
+
+def _reduce(loss: Tensor, reduction: int, denom) -> Tensor:
+    if reduction == R.MEAN:
+        return loss.sum() / denom
+    if reduction == R.SUM:
+        return loss.sum()
+    return loss
+
+
+def _per_position(grad: Tensor, reduction: int, safe_denom, N: int, D: int, compute) -> Tensor:
+    g = grad.to(compute)
+    if reduction == R.MEAN:
+        return (g / safe_denom).expand(N, D)
+    if reduction == R.SUM:
+        return g.expand(N, D)
+    return g.reshape(N, D)
+
+
+# --------------------------------------------------------------------------------------------
+# The Function
+
+
+def _views(input, linear_weight, linear_bias):
+    x = input if input.dim() == 2 else input.unsqueeze(0)
+    C, K = linear_weight.shape[0], linear_weight.shape[-1]
+    w = linear_weight.reshape(C, -1, K)
+    b = None if linear_bias is None else linear_bias.reshape(C, w.shape[1])
+    return x, w, b
+
+
+def _out_shape(input, linear_weight, probs):
+    """The shape of the 'none' loss: (), (N) or (N, d1..dK)."""
+    if input.dim() == 1:
+        return ()
+    return (input.shape[0], *linear_weight.shape[1:-1])
+
+
+def _first_order(*tensors) -> bool:
+    """Nothing differentiates, transforms or traces this computation (see ``eager_in_place``)."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled() or _fwad._current_level != -1 or _transforms_active():
+        return False
+    for t in tensors:
+        if t is not None and (_wrapped(t) or _legacy_batched(t)):
+            return False
+    return True
+
+
+class LinearCrossEntropyFunction(LossFunction):
+    r"""Streamed linear cross entropy; see the module docstring for the derivation.
+
+    Arguments: ``input`` ``(in,)``/``(N, in)``, ``linear_weight`` ``(C, d.., in)``, ``target``,
+    ``linear_bias``, ``weight``, the reduction code, ``ignore_index``, the smoothing, whether the
+    target holds probabilities, the byte budget and whether an eager forward may form the
+    gradients. Outputs ``(loss, lse, gx, gw, gb)``: the reduced loss, the per-position
+    :math:`\ell` (non-differentiable) and, when the forward formed them, the gradients of the
+    reduced loss for a unit upstream gradient (else empty; non-differentiable).
+    """
+
+    @staticmethod
+    def forward(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs, budget,
+                precompute):
+        dtype = input.dtype if not probs else torch.promote_types(input.dtype, target.dtype)
+        if probs and weight is not None:
+            dtype = torch.promote_types(dtype, weight.dtype)
+        compute = opmath_dtype(dtype)
+        x, w, b = _views(input, linear_weight, linear_bias)
+        N, C, D = x.shape[0], w.shape[0], w.shape[1]
+        if probs and compute != opmath_dtype(x.dtype):
+            x, w = x.to(compute), w.to(compute)
+            b = None if b is None else b.to(compute)
+        su = _setup(target, weight, N, C, D, probs, ignore_index, smoothing, compute)
+        need = (input.requires_grad, linear_weight.requires_grad, linear_bias is not None and linear_bias.requires_grad)
+        fuse = (
+            precompute
+            and reduction != R.NONE
+            and any(need)
+            and not probs_needs_extra(probs, target, weight)
+            and not torch.compiler.is_compiling()
+            and not _transforms_active()
+            and _fwad._current_level == -1
+            and not any(_wrapped(t) for t in (input, linear_weight, target) if t is not None)
+        )
+        if not fuse:
+            st = shard_stats(x, w, b, su.idx, su.valid, su.r, budget=budget)
+            loss = _reduce(_loss(st, su, smoothing, C, probs), reduction, su.denom)
+            loss = loss.to(dtype)
+            if reduction == R.NONE:
+                loss = loss.reshape(_out_shape(input, linear_weight, probs))
+            # (three distinct empty tensors: an output returned twice confuses Dynamo)
+            return loss, st.lse(), *(x.new_empty((0,), dtype=compute) for _ in range(3))
+        return _fused(x, w, b, su, reduction, smoothing, probs, budget, need, dtype, compute)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs, budget,
+         _precompute) = inputs
+        _, lse, gx, gw, gb = output
+        ctx.mark_non_differentiable(lse, gx, gw, gb)
+        ctx.reduction, ctx.ignore_index, ctx.smoothing, ctx.probs, ctx.budget = reduction, ignore_index, smoothing, probs, budget
+        ctx.fused = gx.numel() + gw.numel() + gb.numel() > 0
+        ctx.has_bias, ctx.has_weight = linear_bias is not None, weight is not None
+        # the precomputed gradients are held on ctx (detached: no reference cycle through their
+        # grad_fn) and handed out, scaled in place, by the first backward; a second backward
+        # (retain_graph=True) recomputes from the saved inputs
+        ctx.pre = (gx.detach(), gw.detach(), gb.detach()) if ctx.fused else None
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, lse)
+        ctx.save_for_forward(input, linear_weight, target, linear_bias, weight, lse)
+
+    @staticmethod
+    def backward(ctx, grad, _lse, _gx, _gw, _gb):
+        saved = ctx.saved_tensors
+        input, linear_weight, target, linear_bias, weight, lse = saved[:6]
+        need_x, need_w, _, need_b, need_weight = ctx.needs_input_grad[:5]
+        need_t = ctx.needs_input_grad[2]
+        first = _first_order(grad, input, linear_weight)
+        extra = ctx.probs and (need_t or need_weight)
+        if first and ctx.reduction != R.NONE and not extra and (need_x or need_w or need_b):
+            pre, ctx.pre = ctx.pre, None
+            if pre is None:  # a second backward (retain_graph), or a forward that did not fuse:
+                # the same fused pass as the forward's, so that every backward gives the same bits
+                x, w, b, su, _N, _C, _D, compute, dtype = _prepare(ctx, input, linear_weight, target, linear_bias, weight)
+                pre = _fused(x, w, b, su, ctx.reduction, ctx.smoothing, ctx.probs, ctx.budget,
+                             (need_x, need_w, need_b), dtype, compute)[2:]
+            gx, gw, gb = pre
+            g = grad.to(gx.dtype)
+            # (what backward needs was formed: the forward's inputs required at least that)
+            out_x = _scaled(gx, g, input) if need_x else None
+            out_w = _scaled(gw, g, linear_weight) if need_w else None
+            out_b = _scaled(gb, g, linear_bias) if need_b else None
+            return out_x, out_w, None, out_b, None, None, None, None, None, None, None
+        return _backward(ctx, grad, input, linear_weight, target, linear_bias, weight, lse,
+                         (need_x, need_w, need_b, need_t and ctx.probs, need_weight and ctx.probs))
+
+    @staticmethod
+    def jvp(ctx, t_input, t_lw, t_target, t_bias, t_weight, *_):
+        input, linear_weight, target, linear_bias, weight, lse = ctx.saved_tensors
+        return _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t_lw, t_target, t_bias, t_weight)
+
+
+def _scaled(buffer: Tensor, g: Tensor, like: Tensor) -> Tensor:
+    """A precomputed gradient times the upstream gradient, in place (the buffer is handed out),
+    in ``like``'s dtype and shape."""
+    out = buffer.mul_(g)
+    return (out if out.dtype == like.dtype else out.to(like.dtype)).view(like.shape)
+
+
+def probs_needs_extra(probs, target, weight) -> bool:
+    """Probability targets whose target or weight needs a gradient take the unfused path (their
+    gradients need the upstream gradient's blocks of ``ℓ - z``)."""
+    return probs and (target.requires_grad or (weight is not None and weight.requires_grad))
+
+
+def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
+    r"""Eager forward that also forms the gradients of the reduced loss (unit upstream gradient),
+    one row block at a time: statistics over the vocabulary blocks, then the gradient blocks.
+
+    With the whole vocabulary in one block (the usual case), the logits block is turned in place
+    into :math:`e^{z - m}` (giving :math:`s`) and then into :math:`G = a^s e^{z-m}/s - \dots`:
+    one logits product, four passes over the block and the two gradient products. Otherwise
+    the statistics come from a first pass over the vocabulary blocks and the gradients from a
+    second, which recomputes each block's logits."""
+    N, K = x.shape
+    C, D = w.shape[0], w.shape[1]
+    rb, cb = block_plan(N, C, D, K, compute, budget, w.dtype != compute)
+    vblocks = _ranges(C, cb)
+    need_x, need_w, need_b = need
+    gx = x.new_zeros((N, K), dtype=compute) if need_x else x.new_empty((0,), dtype=compute)
+    gw = w.new_zeros((C * D, K), dtype=compute) if need_w else x.new_empty((0,), dtype=compute)
+    gb = w.new_zeros((C * D,), dtype=compute) if need_b else x.new_empty((0,), dtype=compute)
+    one = torch.ones((), dtype=compute, device=x.device)
+    g_pos = one / su.safe_denom if reduction == R.MEAN else one
+    wfull = w.reshape(C * D, K)
+    if wfull.dtype != compute and wfull.numel() * 4 <= budget // 2:
+        wfull = wfull.to(compute)  # upcast once when it fits the budget, else per block
+    w3 = wfull.view(C, D, K)
+    losses, lses = [], []
+    for r0, r1 in _ranges(N, rb):
+        xi = x[r0:r1].to(compute)
+        idx_i = None if su.idx is None else su.idx[r0:r1]
+        valid_i = None if su.valid is None else su.valid[r0:r1]
+        su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
+        rows = (r0, r1)
+        if len(vblocks) == 1:
+            z = _logits(xi, w3, b, 0, C, compute)
+            loc = _local(idx_i, valid_i, 0, C) if idx_i is not None else (None, None)
+            rblk = _r_block(su.r, rows, 0, C)
+            m = z.amax(1, keepdim=True)
+            zt = torch.where(loc[1], z.gather(1, loc[0]).squeeze(1), 0) if idx_i is not None else torch.zeros_like(m[:, 0])
+            if rblk is not None:
+                rr = (rblk * (m - z)).sum(1)
+                rho = rblk.sum(1).expand(r1 - r0, D)
+            else:
+                rr = rho = torch.zeros_like(zt)
+            e = z.sub_(m).exp_()  # the logits block becomes exp(z - m) ...
+            st = Stats(m.squeeze(1), e.sum(1), zt, rr, rho)
+            co = _coefs(g_pos.expand(r1 - r0, D), su_i, eps, C, probs, st.rho)
+            G = e.mul_((co.soft / st.s).unsqueeze(1))  # ... and then G
+            if rblk is not None and co.r is not None:
+                G.addcmul_(rblk, co.r.unsqueeze(1), value=-1)
+            if co.tgt is not None and loc[0] is not None:
+                G.scatter_add_(1, loc[0], torch.where(loc[1], -co.tgt, 0).unsqueeze(1))
+            grads = [(0, C, G)]
+        else:
+            st = None
+            for c0, c1 in vblocks:
+                z = _logits(xi, w3, b, c0, c1, compute)
+                loc = _local(idx_i, valid_i, c0, c1 - c0) if idx_i is not None else (None, None)
+                part = block_stats(z, *loc, _r_block(su.r, rows, c0, c1), True)
+                del z
+                st = part if st is None else combine_stats([st, part])
+            co = _coefs(g_pos.expand(r1 - r0, D), su_i, eps, C, probs, st.rho)
+            grads = None
+        losses.append(_loss(st, su_i, eps, C, probs))
+        lse_i = st.lse()
+        lses.append(lse_i)
+        for c0, c1 in vblocks:
+            if grads is not None:
+                G = grads.pop()[2]
+            else:
+                z = _logits(xi, w3, b, c0, c1, compute)
+                loc = _local(idx_i, valid_i, c0, c1 - c0) if idx_i is not None else (None, None)
+                G = _block_grad_(z, lse_i, co, *loc, _r_block(su.r, rows, c0, c1))
+            G2 = G.view(r1 - r0, (c1 - c0) * D)
+            if need_x:
+                wb = wfull[c0 * D:c1 * D]
+                gx[r0:r1].addmm_(G2, wb if wb.dtype == compute else wb.to(compute))
+            if need_w:
+                gw[c0 * D:c1 * D].addmm_(G2.t(), xi)
+            if need_b:
+                gb[c0 * D:c1 * D] += G2.sum(0)
+            del G, G2, z  # (before the next block's logits exist)
+    if not losses:
+        loss = lse = x.new_zeros((0, D), dtype=compute)
+    else:
+        loss = torch.cat(losses, 0) if len(losses) != 1 else losses[0]
+        lse = torch.cat(lses, 0) if len(lses) != 1 else lses[0]
+    return _reduce(loss, reduction, su.denom).to(dtype), lse, gx, gw, gb
+
+
+def _recompute_lse(ctx, x, w, b, su):
+    return shard_stats(x, w, b, su.idx, su.valid, su.r, budget=ctx.budget)
+
+
+def _prepare(ctx, input, linear_weight, target, linear_bias, weight):
+    dtype = input.dtype if not ctx.probs else torch.promote_types(input.dtype, target.dtype)
+    if ctx.probs and weight is not None:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    compute = opmath_dtype(dtype)
+    x, w, b = _views(input, linear_weight, linear_bias)
+    if ctx.probs and compute != opmath_dtype(x.dtype):
+        x, w = x.to(compute), w.to(compute)
+        b = None if b is None else b.to(compute)
+    N, C, D = x.shape[0], w.shape[0], w.shape[1]
+    su = _setup(target, weight, N, C, D, ctx.probs, ctx.ignore_index, ctx.smoothing, compute)
+    return x, w, b, su, N, C, D, compute, dtype
+
+
+def _backward(ctx, grad, input, linear_weight, target, linear_bias, weight, lse, need):
+    need_x, need_w, need_b, need_t, need_weight = need
+    x, w, b, su, N, C, D, compute, _dtype = _prepare(ctx, input, linear_weight, target, linear_bias, weight)
+    first = _first_order(grad, input, linear_weight)
+    # the saved ℓ serves a backward that nothing differentiates (eager, or traced by the compiler
+    # for a first-order graph); a differentiated backward recomputes it from the inputs
+    keep = first or (torch.compiler.is_compiling() and not torch.is_grad_enabled())
+    if keep and lse is not None and lse.numel() == N * D:
+        lse = lse.view(N, D)
+    else:  # a differentiated backward (or a fused forward, which keeps no ℓ): recompute
+        st = _recompute_lse(ctx, x, w, b, su)
+        lse = st.lse()
+    rho = su.r.rho(*block_plan(N, C, D, x.shape[1], compute, ctx.budget)) if ctx.probs else None
+    gp = _per_position(grad, ctx.reduction, su.safe_denom, N, D, compute)
+    co = _coefs(gp, su, ctx.smoothing, C, ctx.probs, rho)
+    probs = None
+    if need_t or need_weight:
+        gt_coef = gp * (1 - ctx.smoothing) if need_t else None
+        probs = (gt_coef, su.wvec, su.tsm, gp if need_weight else None)
+    gr = shard_grads(x, w, b, lse, co, su.idx, su.valid, su.r, need=(need_x, need_w, need_b), probs=probs,
+                     budget=ctx.budget, in_place=first)
+    out_x = None if gr.x is None else gr.x.to(input.dtype).view(input.shape)
+    out_w = None if gr.w is None else gr.w.to(linear_weight.dtype).view(linear_weight.shape)
+    out_b = None if gr.b is None else gr.b.to(linear_bias.dtype).view(linear_bias.shape)
+    out_t = None if gr.t is None else gr.t.to(target.dtype).view(target.shape)
+    out_wt = None if gr.weight is None else gr.weight.to(weight.dtype)
+    return out_x, out_w, out_t, out_b, out_wt, None, None, None, None, None, None
+
+
+def _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t_lw, t_target, t_bias, t_weight):
+    x, w, b, su, N, C, D, compute, dtype = _prepare(ctx, input, linear_weight, target, linear_bias, weight)
+    K = x.shape[1]
+    if lse is not None and lse.numel() == N * D:
+        lse = lse.view(N, D)
+    else:
+        lse = _recompute_lse(ctx, x, w, b, su).lse()
+    eps = ctx.smoothing
+    tx = None if t_input is None else t_input.reshape(N, K).to(compute)
+    tw = None if t_lw is None else t_lw.reshape(C, D, K).to(compute)
+    tb = None if t_bias is None else t_bias.reshape(C, D).to(compute)
+    probs = ctx.probs
+    tt = None if (t_target is None or not probs) else t_target.to(compute).reshape(N, C, D)
+    tww = None if (t_weight is None or not probs) else t_weight.to(compute)
+    rho = su.r.rho(*block_plan(N, C, D, K, compute, ctx.budget)) if probs else None
+    one = torch.ones((N, D), dtype=compute, device=x.device)
+    co = _coefs(one, su, eps, C, probs, rho)
+    rb, cb = block_plan(N, C, D, K, compute, ctx.budget, w.dtype != compute)
+    rows = []
+    for r0, r1 in _ranges(N, rb):
+        xi = x[r0:r1].to(compute)
+        co_i = Coefs(co.soft[r0:r1], None if co.tgt is None else co.tgt[r0:r1], None if co.r is None else co.r[r0:r1])
+        acc = torch.zeros((r1 - r0, D), dtype=compute, device=x.device)
+        for c0, c1 in _ranges(C, cb):
+            cbj = c1 - c0
+            z = _logits(xi, w, b, c0, c1, compute)
+            dz = None
+            if tx is not None:
+                dz = _logits(tx[r0:r1], w, None, c0, c1, compute)
+            if tw is not None:
+                part = _logits(xi, tw, tb, c0, c1, compute)
+                dz = part if dz is None else dz + part
+            elif tb is not None:
+                part = tb[c0:c1].unsqueeze(0)
+                dz = part if dz is None else dz + part
+            local = inside = None
+            if su.idx is not None:
+                local, inside = _local(su.idx[r0:r1], su.valid[r0:r1], c0, cbj)
+            rblk = _r_block(su.r, (r0, r1), c0, c1)
+            if dz is not None:
+                G = block_grad(z, lse[r0:r1], co_i, local, inside, rblk)
+                acc = acc + (G * dz).sum(1)
+            if tt is not None or tww is not None:
+                dist = lse[r0:r1].unsqueeze(1) - z
+                coef = None
+                if tt is not None:
+                    coef = (1 - eps) * tt[r0:r1, c0:c1]
+                    if su.wvec is not None:
+                        coef = coef * su.wvec[c0:c1].view(1, cbj, 1)
+                if tww is not None:
+                    part = tww[c0:c1].view(1, cbj, 1) * su.tsm.tsm_block((r0, r1), c0, c1)
+                    coef = part if coef is None else coef + part
+                acc = acc + (dist * coef).sum(1)
+        rows.append(acc)
+    t_loss = torch.cat(rows, 0) if len(rows) != 1 else rows[0]
+    if not rows:
+        t_loss = x.new_zeros((N, D), dtype=compute)
+    if not probs:
+        t_loss = torch.where(su.valid, t_loss, 0)
+    out = _reduce(t_loss, ctx.reduction, su.denom).to(dtype)
+    if ctx.reduction == R.NONE:
+        out = out.reshape(_out_shape(input, linear_weight, probs))
+    return out, None, None, None, None
