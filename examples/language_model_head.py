@@ -58,7 +58,7 @@ def step_peak(model: nn.Module, batch) -> int:
 
 def main() -> int:
     torch.manual_seed(0)
-    # at most 8 MiB of logits blocks at a time (the default budget is 64 MiB)
+    # at most 8 MiB of logits blocks at a time (the default budget is 128 MiB)
     options = torchloss.LinearCrossEntropyOptions(memory_budget=8 << 20)
     ours = Model(torchloss.LinearCrossEntropyLoss(HIDDEN, VOCAB, bias=True, label_smoothing=0.05, options=options))
     has_torch = hasattr(nn, "LinearCrossEntropyLoss")

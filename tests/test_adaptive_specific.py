@@ -390,3 +390,20 @@ def test_unused_cluster_gradients(form):
             assert p.grad is None if form else torch.equal(p.grad, torch.zeros_like(p))
         else:
             torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_module_autocasts_as_the_functional():
+    """The module calls the public (autocast-wrapped) functions: under CPU autocast it computes
+    what ``torchloss.functional`` does (torch's module fails there: docs/differences.md)."""
+    ours, _ = _pair(dtype=torch.float32)
+    x, t = _data(dtype=torch.float32)
+    args = (ours.head.weight, ours.head.bias, ours._weights(), ours.cutoffs[:-1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = ours(x, t)
+        b = F.adaptive_log_softmax_with_loss(x, t, *args)
+        lp = ours.log_prob(x)
+        assert torch.equal(lp, F.adaptive_log_prob(x, *args))
+    assert a.loss.dtype == a.output.dtype == lp.dtype == torch.float32
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.output, b.output)
+    a.loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in ours.parameters())

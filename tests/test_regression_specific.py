@@ -10,6 +10,7 @@ import torch.nn.functional as TF
 
 import torchloss
 import torchloss.functional as F
+from torchloss import _native as native
 from torchloss._autograd import regression as RG
 from torchloss._autograd._base import constant
 from torchloss.testing import parity, saved_bytes
@@ -229,7 +230,8 @@ def test_saved_bytes_at_most_torchs(name, wrt):
         assert ours.total == ours.extra == 1000
 
 
-def test_l1_sign_path_double_backward_and_jvp():
+def test_l1_sign_path_double_backward_and_jvp(monkeypatch):
+    monkeypatch.setattr(native, "module", None)  # the Python sign path (the L1 kernel: test_native_regression)
     # the saved sign is a constant of the backward: second derivatives are 0, and the backward
     # stays linear in (differentiable with respect to) the upstream gradient
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from torch import Tensor
 from torch.nn import Linear, Module, ModuleList, Sequential
 
-from .functional import adaptive as FA
+# (the public functions, which torchloss/_autocast.py wraps, so that the module autocasts as torch's)
+from . import functional as FA
 from .functional.adaptive import _ASMoutput
 
 __all__ = ["AdaptiveLogSoftmaxWithLoss"]

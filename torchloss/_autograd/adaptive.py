@@ -322,7 +322,7 @@ class AdaptiveLogSoftmaxFunction(LossFunction):
     def forward(input, target, reduction, bounds, keep, head_weight, head_bias, *tail):
         x = input.reshape(-1, input.shape[-1])
         lay = _Layout(target, bounds)
-        if keep:  # eager shortcut (see _forward_kept); else the reference below
+        if keep and x.dtype in KEEP_DTYPES:  # eager shortcut (see _forward_kept); else the reference below
             logp, kept = _forward_kept(x, lay, bounds, head_weight, head_bias, tail)
         else:
             kept = [x.new_empty(0) for _ in range(1 + len(tail))]  # (distinct: Dynamo)
@@ -345,6 +345,8 @@ class AdaptiveLogSoftmaxFunction(LossFunction):
         kept = output[2:]
         ctx.mark_non_differentiable(*kept)
         ctx.set_materialize_grads(False)  # (no zeros of the kept tensors' shapes, nor of an unused output)
+        # (autocast may have cast the inputs after the functional layer chose ``keep``)
+        keep = keep and input.dtype in KEEP_DTYPES
         ctx.reduction, ctx.bounds, ctx.keep, ctx.spent = reduction, bounds, keep, False
         # kept tensors go through save_for_backward (saved-tensor hooks see and count them)
         ctx.save_for_backward(input, target, head_weight, head_bias, *tail, *(kept if keep else ()))

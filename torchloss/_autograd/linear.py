@@ -74,10 +74,11 @@ import torch
 import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
+from .. import _autocast
 from .. import _reduction as R
 from ._base import LossFunction, opmath_dtype
 
-DEFAULT_BUDGET = 64 << 20  # bytes of block temporaries (see block_plan)
+DEFAULT_BUDGET = 128 << 20  # bytes of block temporaries (see block_plan)
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 _legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 _transforms_active = torch._C._are_functorch_transforms_active
@@ -570,6 +571,9 @@ class LinearCrossEntropyFunction(LossFunction):
         if probs and weight is not None:
             dtype = torch.promote_types(dtype, weight.dtype)
         compute = opmath_dtype(dtype)
+        # under torch.autocast the loss comes out in torch's autocast result dtype (float32), from
+        # the float32 accumulation, not rounded through the matmul dtype first (see _autocast)
+        dtype = _autocast.result_dtype(dtype)
         x, w, b = _views(input, linear_weight, linear_bias)
         N, C, D = x.shape[0], w.shape[0], w.shape[1]
         if probs and compute != opmath_dtype(x.dtype):

@@ -158,6 +158,11 @@ def ctc_loss(
     tl = _ctc_lengths(target_lengths, "target_lengths", device)
     unbatched = log_probs.dim() == 2
     x = log_probs.unsqueeze(1) if unbatched else log_probs
+    if targets.dim() == 0:
+        raise RuntimeError(
+            "Expected 1 to 2 dimensions, but got 0-dimensional tensor for argument #2 'targets' "
+            "(while checking arguments for ctc_loss_allocate_outputs)"
+        )
     if unbatched and targets.dim() != 1:
         # (torch reads a 1-d target of an unbatched call as the concatenated form: its length
         # must be the target length)

@@ -1385,11 +1385,31 @@ def check(call: Call) -> None:
         raise AssertionError("\n".join(str(d) for d in found))
 
 
+def _one_round(name: str, examples: int, counts: dict):
+    """A hypothesis test of ``examples`` calls of one loss, counting the calls it makes."""
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        report_multiple_bugs=False,
+    )
+    @given(calls(SPECS[name]))
+    def one(call):
+        counts[name] += 1
+        check(call)
+
+    return one
+
+
 def run(budget: float, losses=None, seed: int | None = None, examples: int = 100, out=print) -> dict:
     """Fuzz ``losses`` (default all) round-robin until ``budget`` seconds have passed; returns
     ``{loss: [shrunk failure messages]}``. Each round is one hypothesis run of ``examples`` calls
     per loss with its own seed; a failing run is shrunk and reported, and the loss carries on."""
-    from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hseed
 
     names = list(losses or SPECS)
@@ -1405,20 +1425,7 @@ def run(budget: float, losses=None, seed: int | None = None, examples: int = 100
             if time.monotonic() - start >= budget:
                 break
 
-            @settings(
-                max_examples=examples,
-                deadline=None,
-                database=None,
-                derandomize=False,
-                suppress_health_check=list(HealthCheck),
-                print_blob=False,
-                report_multiple_bugs=False,
-            )
-            @given(calls(SPECS[n]))
-            def one(call):
-                counts[n] += 1
-                check(call)
-
+            one = _one_round(n, examples, counts)
             try:
                 hseed(rnd * 1000 + names.index(n))(one)()
             except AssertionError as e:

@@ -422,13 +422,14 @@ struct SoftMarginNative : public torch::autograd::Function<SoftMarginNative> {
     }
     const int64_t n = input.numel();
     at::Tensor gx = at::empty(input.sizes(), input.options());
+    if (n == 0) return {gx, at::Tensor(), at::Tensor()};  // (an empty 'none' grad has no go[0])
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_soft_margin_backward", [&] {
       const scalar_t* x = input.data_ptr<scalar_t>();
       const scalar_t* y = target.data_ptr<scalar_t>();
       scalar_t* g = gx.data_ptr<scalar_t>();
       const at::Tensor gc = reduction == kNone ? grad.expand(input.sizes()).contiguous() : grad;
       const scalar_t* go = gc.data_ptr<scalar_t>();
-      const scalar_t g0 = reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
+      const scalar_t g0 = reduction == kNone ? scalar_t(0) : reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
       for (int64_t i = 0; i < n; ++i) {
         const scalar_t z = -(x[i] * y[i]);
         const scalar_t sig = scalar_t(1) / (scalar_t(1) + std::exp(-z));

@@ -292,7 +292,7 @@ struct CrossEntropyPlain : public torch::autograd::Function<CrossEntropyPlain> {
       const scalar_t* go = grad.data_ptr<scalar_t>();
       const int64_t gs = reduction == kNone ? grad.stride(0) : 0;
       // 'mean': g / N in scalar_t, rounded as the reference rounds it
-      const scalar_t c0 = reduction == kMean ? go[0] / static_cast<scalar_t>(N) : go[0];
+      const scalar_t c0 = reduction == kNone ? scalar_t(0) : reduction == kMean ? go[0] / static_cast<scalar_t>(N) : go[0];
       at::parallel_for(0, N, rows_per_block(C), [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
           const scalar_t* xr = x + n * C;

@@ -238,7 +238,7 @@ struct MultiLabelMargin : public torch::autograd::Function<MultiLabelMargin> {
       const scalar_t* go = go_t.data_ptr<scalar_t>();
       const int64_t gs = (reduction == kNone && go_t.dim() == 1) ? go_t.stride(0) : 0;
       // 'mean': fl(g / N), as the reference's unreduce rounds it
-      const scalar_t g0 = reduction == kMean ? static_cast<scalar_t>(go[0] / static_cast<scalar_t>(N)) : go[0];
+      const scalar_t g0 = reduction == kNone ? scalar_t(0) : reduction == kMean ? static_cast<scalar_t>(go[0] / static_cast<scalar_t>(N)) : go[0];
       const scalar_t c = static_cast<scalar_t>(C);
       scalar_t* g = gx.data_ptr<scalar_t>();
       at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {

@@ -424,7 +424,7 @@ struct L1Native : public torch::autograd::Function<L1Native> {
         scalar_t* o = gd.data_ptr<scalar_t>();
         const at::Tensor gc = reduction == kNone ? grad.expand(sign.sizes()).contiguous() : grad;
         const scalar_t* go = gc.data_ptr<scalar_t>();
-        const scalar_t g0 = reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
+        const scalar_t g0 = reduction == kNone ? scalar_t(0) : reduction == kMean ? go[0] / static_cast<scalar_t>(n) : go[0];
         auto body = [&](int64_t b0, int64_t b1) {
           const int64_t end = std::min(b1 * kBlock, n);
           if (reduction == kNone) {
