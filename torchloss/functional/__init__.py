@@ -39,7 +39,8 @@ from .pair import (
 )
 from .triplet import triplet_margin_loss, triplet_margin_with_distance_loss
 from .ctc import ctc_loss
-from .linear import LinearCrossEntropyOptions, linear_cross_entropy
+from .linear import LinearCrossEntropyOptions as LinearCrossEntropyOptions  # (for torchloss.LinearCrossEntropyOptions)
+from .linear import linear_cross_entropy
 from .adaptive import adaptive_log_prob, adaptive_log_softmax_with_loss, adaptive_predict
 
 __all__ = [
