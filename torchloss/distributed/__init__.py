@@ -791,6 +791,24 @@ def _probs_tangent(x_in, target, weight, stats, cfg: _Cfg, tx, tt, tw) -> Tensor
 # The autograd Functions
 
 
+def _save(ctx, cfg, x, target, stats, weight) -> None:
+    """What the logits Functions keep: the inputs, the ``O(N)`` statistics and the weight if any
+    (for backward and for forward AD alike)."""
+    ctx.cfg = cfg
+    ctx.has_weight = weight is not None
+    ctx.n_stats = len(stats)
+    tensors = (x, target, *stats) + ((weight,) if weight is not None else ())
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+
+
+def _unpack(ctx):
+    """``(x, target, stats, weight)`` as :func:`_save` kept them."""
+    saved = ctx.saved_tensors
+    k = 2 + ctx.n_stats
+    return saved[0], saved[1], tuple(saved[2:k]), (saved[k] if ctx.has_weight else None)
+
+
 class VocabParallelCrossEntropyFunction(Function):
     r"""Cross entropy of this rank's slice of the logits and global class indices (one torchloss
     node; see the module docstring for the math and the collectives). Saves the inputs and the
@@ -799,29 +817,19 @@ class VocabParallelCrossEntropyFunction(Function):
     @staticmethod
     def forward(ctx, x, target, weight, cfg):
         loss, stats = _index_forward(x, target, weight, cfg)
-        ctx.cfg = cfg
-        ctx.has_weight = weight is not None
-        tensors = (x, target, *stats) + ((weight,) if weight is not None else ())
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
+        _save(ctx, cfg, x, target, stats, weight)
         return loss
-
-    @staticmethod
-    def _unpack(ctx):
-        saved = ctx.saved_tensors
-        x, target, stats = saved[0], saved[1], tuple(saved[2:7])
-        return x, target, stats, (saved[7] if ctx.has_weight else None)
 
     @staticmethod
     def backward(ctx, grad):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        x, target, stats, weight = VocabParallelCrossEntropyFunction._unpack(ctx)
+        x, target, stats, weight = _unpack(ctx)
         return _index_grad(x, target, weight, stats, ctx.cfg, grad), None, None, None
 
     @staticmethod
     def jvp(ctx, tx, _t, _w, _c):
-        x, target, stats, weight = VocabParallelCrossEntropyFunction._unpack(ctx)
+        x, target, stats, weight = _unpack(ctx)
         if tx is None:
             return torch.zeros_like(_index_forward_shape(stats, ctx.cfg, x))
         part = _index_tangent(x, target, weight, stats, ctx.cfg, tx)
@@ -840,28 +848,19 @@ class VocabParallelCrossEntropyProbsFunction(Function):
     @staticmethod
     def forward(ctx, x, target, weight, cfg):
         loss, stats = _probs_forward(x, target, weight, cfg)
-        ctx.cfg = cfg
-        ctx.has_weight = weight is not None
-        tensors = (x, target, *stats) + ((weight,) if weight is not None else ())
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
+        _save(ctx, cfg, x, target, stats, weight)
         return loss
 
     @staticmethod
-    def _unpack(ctx):
-        saved = ctx.saved_tensors
-        return saved[0], saved[1], tuple(saved[2:5]), (saved[5] if ctx.has_weight else None)
-
-    @staticmethod
     def backward(ctx, grad):
-        x, target, stats, weight = VocabParallelCrossEntropyProbsFunction._unpack(ctx)
+        x, target, stats, weight = _unpack(ctx)
         need = ctx.needs_input_grad[:3]
         gx, gt, gw = _probs_grads(x, target, weight, stats, ctx.cfg, grad, need)
         return gx, gt, gw, None
 
     @staticmethod
     def jvp(ctx, tx, tt, tw, _c):
-        x, target, stats, weight = VocabParallelCrossEntropyProbsFunction._unpack(ctx)
+        x, target, stats, weight = _unpack(ctx)
         part = _probs_tangent(x, target, weight, stats, ctx.cfg, tx, tt, tw)
         dtype, _ = _probs_dtypes(x, target, weight)
         return _rank_sum(part, ctx.cfg.layout.group).to(dtype)
