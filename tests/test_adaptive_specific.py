@@ -163,11 +163,15 @@ def test_errors_match_torch(make):
         assert mine == theirs
 
 
-def test_float_target_rejected():
-    ours, _ = _pair()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.uint8, torch.int16, torch.bool])
+def test_target_dtypes_as_torch(dtype):
+    """torch's gather() takes int32/int64 indices only: other target dtypes raise its RuntimeError."""
+    ours, ref = _pair()
     x, t = _data()
-    with pytest.raises(RuntimeError, match="target"):
-        ours(x, t.double())
+    for module in (ours, ref):
+        with pytest.raises(RuntimeError, match="gather"):
+            module(x, (t % 2).to(dtype))
+    torch.testing.assert_close(ours(x, t.int()).loss, ref(x, t.int()).loss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +394,18 @@ def test_unused_cluster_gradients(form):
             assert p.grad is None if form else torch.equal(p.grad, torch.zeros_like(p))
         else:
             torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_result_requires_grad_only_through_used_clusters():
+    """Fuzzer finding: when the only weight that requires grad belongs to a cluster no target
+    falls in, torch's result does not require grad (it never evaluates that cluster); so does
+    torchloss's eager form."""
+    g = torch.Generator().manual_seed(0)
+    x, hw, P = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(1,), (2, 1), (1, 1)])
+    O = torch.randn(1, 1, dtype=torch.float64, requires_grad=True)
+    out = F.adaptive_log_softmax_with_loss(x, torch.tensor(0), hw, None, [(P, O)], [1])
+    assert not out.loss.requires_grad and not out.output.requires_grad
+    assert F.adaptive_log_softmax_with_loss(x, torch.tensor(1), hw, None, [(P, O)], [1]).loss.requires_grad
 
 
 def test_module_autocasts_as_the_functional():

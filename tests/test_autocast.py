@@ -27,6 +27,8 @@ import torchloss.functional as F
 from torchloss import _autocast as A
 from torchloss.testing import parity
 from torchloss.testing.cases import CASES, Maker
+from torchloss.testing.runner import functions, or_skip
+from torchloss.testing.runner import quiet as _quiet
 
 LOW = [torch.bfloat16, torch.float16]
 
@@ -36,21 +38,7 @@ def _ids(items):
 
 
 def _functions(case):
-    from torchloss.testing.runner import functions
-
-    try:
-        return functions(case)
-    except LookupError as e:
-        pytest.skip(str(e))
-
-
-def _quiet(fn):
-    def call(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
-
-    return call
+    return or_skip(functions, case)
 
 
 def _autocast(fn, device_type, dtype):
@@ -266,10 +254,7 @@ def test_modules_under_autocast(case, i, _, ac, device):
     s = case.samples(Maker(device, torch.float32))[0]
     if not s.module or case.compose is not None:
         pytest.skip("functional-only arguments")
-    try:
-        ref_cls = case.torch_module()
-    except LookupError as e:
-        pytest.skip(str(e))
+    ref_cls = or_skip(case.torch_module)
     ours_cls = getattr(torchloss, case.module)
     args = s.args[: case.forward_arity]
     with torch.autocast(device, dtype=ac), warnings.catch_warnings():

@@ -15,9 +15,16 @@ import torch
 
 import torchloss
 import torchloss.functional as F
-from torchloss.testing import check_autograd, check_jvp, check_vmap, graph_functions, parity
+from torchloss.testing import (
+    check_autograd,
+    check_jvp,
+    check_vmap,
+    graph_functions,
+    parity,
+)
 from torchloss.testing.cases import CASES, Maker
-from torchloss.testing.runner import functions
+from torchloss.testing.runner import functions, or_skip, ours_function, torch_or_ours
+from torchloss.testing.runner import quiet as _quiet
 
 FLOATS = [torch.float32, torch.float64]
 
@@ -47,33 +54,16 @@ def _get_sample(case, i, device="cpu", dtype=torch.float64, seed=0, kind="sample
 
 
 def _fns(case):
-    try:
-        return functions(case)  # composed with case.compose where the case has one
-    except LookupError as e:  # a torch without this loss: nothing to compare with
-        pytest.skip(str(e))
+    """The case's functionals (composed with ``case.compose``), or a skip on a torch without it."""
+    return or_skip(functions, case)
 
 
 def _torch_functional(case):
-    try:
-        return case.torch_functional()
-    except LookupError as e:
-        pytest.skip(str(e))
+    return or_skip(case.torch_functional)
 
 
 def _torch_module(case):
-    try:
-        return case.torch_module()
-    except LookupError as e:
-        pytest.skip(str(e))
-
-
-def _quiet(fn):
-    def call(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
-
-    return call
+    return or_skip(case.torch_module)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
@@ -90,16 +80,16 @@ def test_values_and_gradients(case, i, reduction, _, dtype, device):
 @pytest.mark.parametrize("case,i,reduction,_", WITH_REDUCTION, ids=_ids(WITH_REDUCTION))
 def test_gradcheck(case, i, reduction, _, device):
     s = _get_sample(case, i, device)
-    ours, _ref = _fns(case)
+    ours = ours_function(case)  # torchloss's own feature: no torch needed
     check_autograd(_quiet(ours), s.args, dict(s.kwargs, reduction=reduction), s.wrt)
 
 
 @pytest.mark.parametrize("case,i,reduction,_", WITH_REDUCTION, ids=_ids(WITH_REDUCTION))
 def test_jvp(case, i, reduction, _, device):
     s = _get_sample(case, i, device)
-    ours, ref = _fns(case)
+    ours = ours_function(case)
     kwargs = dict(s.kwargs, reduction=reduction)
-    reference = _quiet(ref) if case.torch_forward_ad else None
+    reference = _quiet(torch_or_ours(case)) if case.torch_forward_ad else None
     check_jvp(_quiet(ours), reference, s.args, kwargs, s.torch_wrt or s.wrt, rtol=1e-7, atol=1e-10)
     if s.torch_wrt is not None and s.torch_wrt != s.wrt:
         check_jvp(_quiet(ours), None, s.args, kwargs, s.wrt, rtol=1e-7, atol=1e-10)
@@ -120,7 +110,7 @@ def test_vmap(case, i, reduction, _, device):
             else:
                 args[slot] = src
         batch.append((args, kwargs))
-    ours, ref = _fns(case)
+    ours, ref = ours_function(case), torch_or_ours(case)
     check_vmap(_quiet(ours), _quiet(ref), batch, wrt, rtol=1e-7, atol=1e-10)
 
 
@@ -254,7 +244,7 @@ def _is_own(node) -> bool:
 @pytest.mark.parametrize("case,i,_", SAMPLES, ids=_ids(SAMPLES))
 def test_inputs_not_mutated_and_graph_pure(case, i, _, device):
     s = _get_sample(case, i, device)
-    ours, _ref = _fns(case)
+    ours = ours_function(case)
     tensors = [a for a in s.args if isinstance(a, torch.Tensor)]
     tensors += [v for v in s.kwargs.values() if isinstance(v, torch.Tensor)]
     before = [t.clone() for t in tensors]
@@ -299,7 +289,7 @@ def test_low_precision_accuracy(case, i, reduction, _, dtype, device):
     s = _get_sample(case, i, device, dtype)
     ours, ref = _fns(case)
     kwargs = dict(s.kwargs, reduction=reduction)
-    up = lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    up = lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
     exact = _quiet(ref)(*[up(a) for a in s.args], **{k: up(v) for k, v in kwargs.items()})
     try:
         theirs = _quiet(ref)(*s.args, **kwargs)
@@ -320,7 +310,7 @@ def test_forward_over_reverse(case, i, reduction, _, device):
     """``jvp(grad(f))`` (forward-over-reverse) equals the Hessian-vector product from double
     backward, including for losses where torch has no forward-over-reverse (Huber, SoftMargin)."""
     s = _get_sample(case, i, device)
-    ours, _ref = _fns(case)
+    ours = ours_function(case)
     wrt = s.wrt
     kwargs = dict(s.kwargs, reduction=reduction)
 
@@ -355,7 +345,7 @@ def test_torch_compile_fullgraph(case):
     graph breaks) and gives torch's values and gradients."""
     torch._dynamo.reset()
     s = _get_sample(case, 0, "cpu", torch.float32)
-    ours, ref = _fns(case)
+    ours, ref = ours_function(case), torch_or_ours(case)
     compiled = _quiet(torch.compile(ours, fullgraph=True, backend="aot_eager"))
     report = parity(compiled, _quiet(ref), s.args, dict(s.kwargs), s.torch_wrt or s.wrt, rtol=1e-5, atol=1e-6)
     assert report.ok, report.problems

@@ -19,6 +19,7 @@ import torch
 from torch._subclasses import FakeTensorMode
 
 from torchloss.testing.cases import CASES, Maker
+from torchloss.testing.runner import functions, or_skip
 
 SAMPLES = [(case, i, f"{case.name}-{i}-{s.name}") for case in CASES for i, s in enumerate(case.samples(Maker()))]
 WITH_REDUCTION = [(c, i, r, f"{n}-{r}") for c, i, n in SAMPLES for r in c.reductions]
@@ -33,12 +34,7 @@ def _ids(items):
 
 
 def _functions(case):
-    from torchloss.testing.runner import functions
-
-    try:
-        return functions(case)
-    except LookupError as e:
-        pytest.skip(str(e))
+    return or_skip(functions, case)
 
 
 def _shapes(fn, args, kwargs, wrt, convert=lambda t: t):

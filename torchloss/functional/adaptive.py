@@ -31,6 +31,8 @@ _log_prob = Dispatch(A.AdaptiveLogProbFunction)
 def _layout(head_weight: Tensor, tail_weights, cutoffs) -> tuple[tuple[int, ...], list[Tensor]]:
     """``(bounds, flat tail)``: :math:`(c_0, \\dots, c_K)` with ``n_classes`` last, and the tail
     weights as ``[P_1, O_1, ...]``, after checking that the shapes fit together."""
+    if isinstance(cutoffs, (str, bytes)) or not all(isinstance(c, int) or (isinstance(c, Tensor) and c.numel() == 1) for c in cutoffs):
+        raise TypeError(f"adaptive_log_softmax_with_loss: cutoffs should be a sequence of ints, got {cutoffs!r}")
     cutoffs = [int(c) for c in cutoffs]
     pairs = [tuple(p) for p in tail_weights]
     if len(cutoffs) == 0 or len(pairs) != len(cutoffs) or any(len(p) != 2 for p in pairs):
@@ -70,8 +72,14 @@ def _check_shapes(input: Tensor, target: Tensor) -> None:
             raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with size {input.size()}")
     else:
         raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
-    if target.is_floating_point() or target.is_complex():
-        raise RuntimeError(f"adaptive_log_softmax_with_loss: target should hold class indices (an integer dtype), got {target.dtype}")
+    if target.is_complex():  # torch compares the targets with the cutoffs first
+        raise NotImplementedError(f'"ge" not implemented for {target.dtype} (adaptive_log_softmax_with_loss target)')
+    if target.dtype not in (torch.int64, torch.int32) and target.numel():
+        # torch's gather() refuses other index dtypes (uint8, bool, ...): the same exception
+        raise RuntimeError(
+            "gather(): Expected dtype int32/int64 for index (adaptive_log_softmax_with_loss: target "
+            f"should hold class indices, got {target.dtype})"
+        )
 
 
 def _check_targets(target: Tensor, n_classes: int) -> None:
@@ -97,6 +105,24 @@ def _check_targets(target: Tensor, n_classes: int) -> None:
         )
 
 
+def _unused_clusters_detached(target: Tensor, bounds, flat: list[Tensor], *others) -> list[Tensor]:
+    """``flat`` with the weights of clusters no target falls in detached, on eager CPU calls.
+
+    torch's module never evaluates a cluster without rows, so its result does not depend on that
+    cluster's weights: they get no gradient (``.grad`` stays None, which optimizers skip), and a
+    call whose only differentiable weights are unused returns a result that does not require
+    grad. The eager compact form reads the targets anyway (`_check_targets`), so it does the
+    same; under ``torch.compile``, ``vmap`` or on other devices the masked form cannot know
+    without a host read and gives those weights zero gradients (docs/differences.md).
+    """
+    if not any(t.requires_grad for t in flat) or not A._compact(target, *others, *flat):
+        return flat
+    k = len(flat) // 2
+    cluster = torch.bucketize(target.reshape(-1), torch.tensor(bounds[:-1], dtype=target.dtype), right=True)
+    used = torch.bincount(cluster, minlength=k + 1)[1:].tolist()
+    return [t if used[i // 2] else t.detach() for i, t in enumerate(flat)]
+
+
 def adaptive_log_softmax_with_loss(
     input: Tensor,
     target: Tensor,
@@ -114,9 +140,12 @@ def adaptive_log_softmax_with_loss(
     come from one hand-differentiated Function.
     """
     _check_shapes(input, target)
+    if target.dtype not in (torch.int64, torch.int32):  # an empty target of another dtype (torch accepts it)
+        target = target.long()
     code = R.get_enum(reduction)
     bounds, flat = _layout(head_weight, tail_weights, cutoffs)
     _check_targets(target, bounds[-1])
+    flat = _unused_clusters_detached(target, bounds, flat, head_weight, head_bias, input)
     keep = A.keeps(input, target, head_weight, head_bias, flat)
     output, loss, *_ = _asm(input, target, code, bounds, keep, head_weight, head_bias, *flat)
     return _ASMoutput(output, loss)

@@ -22,7 +22,7 @@ import torch
 
 from .cases import LossCase, Maker, Sample
 
-__all__ = ["call_kwargs", "combos", "functions", "get_slot", "quiet", "samples", "vmap_batch"]
+__all__ = ["call_kwargs", "combos", "functions", "get_slot", "or_skip", "ours_function", "quiet", "samples", "torch_or_ours", "vmap_batch"]
 
 
 def functions(case: LossCase) -> tuple[Callable, Callable]:
@@ -36,6 +36,33 @@ def functions(case: LossCase) -> tuple[Callable, Callable]:
     if case.compose is not None:
         ours, ref = _composed(ours, case.compose), _composed(ref, case.compose)
     return ours, ref
+
+
+def ours_function(case: LossCase) -> Callable:
+    """torchloss's functional for a case, composed as the generic checks call it: what the checks
+    of torchloss's own features (gradcheck, jvp, vmap, compile) need, whatever torch has."""
+    ours = case.torchloss_functional()
+    return _composed(ours, case.compose) if case.compose is not None else ours
+
+
+def torch_or_ours(case: LossCase) -> Callable:
+    """torch's functional for a case where the installed torch has it, else torchloss's own (a
+    reference for checks that compare a transform with the eager loss: vmap, compile)."""
+    try:
+        return functions(case)[1]
+    except LookupError:
+        return ours_function(case)
+
+
+def or_skip(get: Callable, *args):
+    """``get(*args)``, or a pytest skip when it raises ``LookupError`` (a side that lacks the
+    loss: e.g. ``functions``, ``LossCase.torch_functional`` on a torch without it)."""
+    try:
+        return get(*args)
+    except LookupError as e:
+        import pytest
+
+        pytest.skip(str(e))
 
 
 def _composed(fn: Callable, inner: Callable) -> Callable:

@@ -41,7 +41,7 @@ def _torch(input, target, head_weight, head_bias, *tail, cutoffs, reduction="mea
         raise ValueError(f"{reduction} is not a valid value for reduction")
     n_classes = cutoffs[-1] + tail[-1].shape[0]
     module = torch.nn.AdaptiveLogSoftmaxWithLoss(
-        input.shape[-1], n_classes, cutoffs, div_value=div_value, head_bias=head_bias is not None, device="meta"
+        head_weight.shape[-1], n_classes, cutoffs, div_value=div_value, head_bias=head_bias is not None, device="meta"
     )
     params = {"head.weight": head_weight}
     if head_bias is not None:
