@@ -147,6 +147,6 @@ if __name__ == "__main__":
         dist.barrier()  # leave together (a rank that tears its group down early aborts the other)
         dist.destroy_process_group()
         raise SystemExit(code)
-    from torchloss.distributed.runner import spawn
+    from torchloss.testing.distributed_check import spawn
 
     raise SystemExit(report(spawn(_spawned, 2, timeout=110)))

@@ -1092,7 +1092,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     out = sys.stdout if out is None else out
     if getattr(args, "distributed", False):
-        from .distributed.runner import bench_main
+        from .testing.distributed_check import bench_main
 
         return bench_main(out, reps=args.rounds, threads=getattr(args, "threads", None) or 1)
     known = {b.name for b in BENCHMARKS} | {b.label for b in BENCHMARKS}

@@ -26,8 +26,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import TextIO
 
 import torch
@@ -457,7 +457,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     if getattr(args, "distributed", False):
-        from .distributed.runner import check_main
+        from .testing.distributed_check import check_main
 
         return check_main(out, quick=args.quick, unicode=_can_encode(out, "✓✗─"))
     cases = _select(args.parser, args.loss)

@@ -6,42 +6,51 @@ holds the logits :math:`x_{n,c}` of its own contiguous slice of classes
 position, just three numbers that are sums (or a maximum) over the classes, so each rank reduces
 its slice to those numbers and the ranks exchange ``O(N)`` values, never ``N x C`` logits:
 
-* the maximum :math:`m_r = \max_{c \in r} x_c` and the sum of exponentials
-  :math:`S_r = \sum_{c \in r} e^{x_c - m_r}`: with :math:`M = \max_r m_r`,
-  :math:`S = \sum_r S_r e^{m_r - M}` and :math:`\ell = M + \log S` (the log-sum-exp);
+* the maximum :math:`M = \max_r m_r` of the ranks' maxima :math:`m_r = \max_{c \in r} x_c`,
+  then, relative to it, the sum of exponentials :math:`S = \sum_r \sum_{c \in r} e^{x_c - M}` and
+  :math:`\ell = M + \log S` (the log-sum-exp);
 * the target logit :math:`x_t` (the one rank holding the target contributes it, the others 0);
-* with label smoothing, :math:`Z_r = \sum_{c\in r} w_c (x_c - m_r)` and :math:`W_r = \sum_{c \in
-  r} w_c`; with class weights, the target weight :math:`w_t` (the holder's contribution).
+* with label smoothing, :math:`Z = \sum_r \sum_{c\in r} w_c (x_c - M)` and :math:`W = \sum_c
+  w_c`; with class weights, the target weight :math:`w_t` (the holder's contribution).
 
 Everything is then exactly :mod:`torchloss._autograd.classification`'s cross entropy:
 
 .. math::
-    l = (1-\varepsilon)\,w_t\,(\log S - (x_t - M))
-        - \frac{\varepsilon}{C}\Big(\sum_r \big[Z_r + W_r (m_r - M)\big] - W \log S\Big)
+    l = (1-\varepsilon)\,w_t\,(\log S - (x_t - M)) - \frac{\varepsilon}{C}\big(Z - W \log S\big)
 
 (0 where ignored), whose pieces are sums of terms of one sign (no large :math:`\ell` is
 subtracted from a large :math:`x`), and for probability targets :math:`t' = (1-\varepsilon)t +
-\varepsilon/C` the same with :math:`P_r = \sum_{c\in r} w_c t'_c (m_r - x_c)`,
-:math:`A_r = \sum_{c \in r} w_c t'_c`: :math:`l = \sum_r [P_r + A_r (M - m_r)] + A \log S`.
+\varepsilon/C` the same with :math:`P = \sum_c w_c t'_c (M - x_c)` and
+:math:`A = \sum_c w_c t'_c`: :math:`l = P + A \log S`.
 
-Collectives. The forward exchanges these per-rank statistics in **one packed all-gather**
-(``k x N`` values a rank, ``k`` = 3 to 5) and every rank combines them in rank order, so the loss
-is bitwise identical on every rank. Before it, every rank takes part in one all-gather of a
-fixed-size metadata record (shapes, slice, arguments, target range, any local error): a bad call
-raises the same error on every rank instead of hanging. The first-order backward needs no
-collective: :math:`\partial l/\partial x_c = s_c a^s - a^t[c = t] - a^r w_c` with
+Collectives. The forward runs **three all-reduces**, on every rank: a fixed-size metadata table
+(each rank's shapes, slice, arguments, target range and checksum, any local error; ``world x
+57`` int64, each rank filling its own row), so that a bad call raises on every rank instead of
+hanging; the MAX of the per-position maxima (``N``); and the SUM of every per-rank sum above,
+packed into one buffer (``2N`` to ``4N + 1``). Every rank receives the same reduced bits and
+forms the loss from them alone, so the loss is bitwise identical on every rank. The table is
+read on the host for CPU tensors (exact exception types and messages); on GPUs and under
+``torch.compile`` it is checked on the device by ``torch._assert_async`` (the same asserts on
+every rank: no host synchronisation, no graph break) and the layout's first class and ``C``
+stay 0-dim tensors. The first-order backward needs no collective:
+:math:`\partial l/\partial x_c = s_c a^s - a^t[c = t] - a^r w_c` with
 :math:`s_c = e^{(x_c - M) - \log S}` is local once :math:`M`, :math:`\log S` and the target
 weight (``O(N)`` values saved by the forward) are known. Forward-mode AD (``jvp``) adds one
 all-gather (each rank's share of :math:`\sum_c \partial l/\partial x_c\,\dot x_c`, reduced first
-for 'mean'/'sum'). A differentiated backward (``create_graph=True``) ties :math:`\log S` (and for
-probability targets :math:`A`) back to the logits of every rank with :class:`_AttachLogS` /
-:class:`_RankSum`, whose backward is one all-reduce each: double backward adds one all-reduce
-(two for probability targets with a differentiable target or weight; one more, of the upstream
-gradient's cotangents, when the upstream gradient requires grad). The linear-head version's
-differentiated backward also enters the replicated input through :class:`_Replicate` and leaves
-through :class:`_SumReplicated`, and ties :math:`\ell = M + \log S` to the rank's head rows by
-:class:`_AttachLSE`: differentiating its gradient adds an all-reduce of the cotangents of
-:math:`\ell` (``N``) and one of the input's (``N x in``).
+for 'mean'/'sum', summed in rank order). A differentiated backward (``create_graph=True``) ties
+:math:`\log S` (and for probability targets :math:`A`) back to the logits of every rank with
+:class:`_AttachLogS` / :class:`_RankSum`, whose backward is one all-reduce each: double backward
+adds one all-reduce (two for probability targets with a differentiable target or weight; one
+more, of the upstream gradient's cotangents, when the upstream gradient requires grad). The
+linear-head version's differentiated backward also enters the replicated input through
+:class:`_Replicate` and leaves through :class:`_SumReplicated`, and ties :math:`\ell = M + \log
+S` to the rank's head rows by :class:`_AttachLSE`: differentiating its gradient adds an
+all-reduce of the cotangents of :math:`\ell` (``N``) and one of the input's (``N x in``).
+
+``torch.func.vmap``: the logits and linear-head Functions have batch rules (:func:`_vmap_rule`,
+:func:`_linear_vmap_rule`) that fold the vmapped dimension into the positions, so the same three
+all-reduces carry ``B`` times the elements; :class:`_RankSum` and :class:`_SumReplicated` (the
+all-reduces of a differentiated backward) have batch rules too.
 
 Gradient semantics. The loss is replicated (the same value on every rank) and its backward takes
 the upstream gradient as replicated too: each rank gets the gradient of its own logit slice
@@ -64,7 +73,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from .. import _reduction as R
-from .._autograd._base import eager_in_place, opmath_dtype
+from .._autograd._base import Dispatch, eager_in_place, opmath_dtype
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -87,15 +96,29 @@ def _all_gather(t: Tensor, group) -> Tensor:
     return out.view(world, *t.shape)
 
 
-def _gather_packed(parts: list[Tensor], group) -> list[Tensor]:
-    """Every rank's ``parts`` (tensors of one dtype and device), exchanged in one all-gather:
-    ``(world, *part.shape)`` each."""
-    flat = torch.cat([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
-    allp = _all_gather(flat, group)
+def _all_reduce(t: Tensor, op: str, group, fresh: bool = False) -> Tensor:
+    """The elementwise ``"sum"`` or ``"max"`` of ``t`` over the ranks (one all-reduce; in place
+    when ``t`` is the caller's own ``fresh`` temporary, else on a copy). Every rank receives the same bits: the backends reduce each element
+    once and hand the result to every rank. While ``torch.compile`` traces, the traceable
+    functional collective (``torch.distributed._functional_collectives``) is used instead."""
+    if torch.compiler.is_compiling():
+        import torch.distributed._functional_collectives as fc
+
+        return fc.all_reduce(t, op, group)
+    t = t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def _sum_packed(parts: list[Tensor], group) -> list[Tensor]:
+    """The sum over the ranks of each of ``parts`` (tensors of one dtype and device), in one
+    all-reduce of their concatenation."""
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    total = _all_reduce(flat, "sum", group, fresh=len(parts) > 1)
     out, at = [], 0
     for p in parts:
         n = p.numel()
-        out.append(allp[:, at : at + n].reshape(allp.shape[0], *p.shape))
+        out.append(total[at : at + n].view(p.shape))
         at += n
     return out
 
@@ -110,16 +133,30 @@ class _RankSum(Function):
     (``precomputed``), else all-reduces ``local``. The cotangent arriving on each rank is that
     rank's share of the objective, so the backward is an all-reduce too (the adjoint of a sum
     over ranks is the sum of the cotangents, handed to every rank); it is itself a ``_RankSum``,
-    so higher derivatives follow."""
+    so higher derivatives follow. (``setup_context`` style with a batch rule, so that a backward
+    run under ``torch.func`` transforms, which is always differentiable, can create it: under
+    vmap the all-reduce runs once on the whole batch.)"""
 
     @staticmethod
-    def forward(ctx, local, precomputed, group):
-        ctx.group = group
+    def forward(local, precomputed, group):
         if precomputed is not None:
             return precomputed.clone()
         out = local.clone()
         dist.all_reduce(out, group=group)
         return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.group = inputs[2]
+
+    @staticmethod
+    def vmap(info, in_dims, local, precomputed, group):
+        B = info.batch_size
+        local = local.movedim(in_dims[0], 0) if in_dims[0] is not None else local.expand(B, *local.shape)
+        if precomputed is not None:
+            d = in_dims[1]
+            precomputed = precomputed.movedim(d, 0) if d is not None else precomputed.expand(B, *precomputed.shape)
+        return _RankSum.apply(local, precomputed, group), 0
 
     @staticmethod
     def backward(ctx, grad):
@@ -130,13 +167,20 @@ class _AttachLogS(Function):
     r""":math:`\log S` of every position (``logs``, computed by the forward from all ranks), tied
     to this rank's logits ``x`` for a differentiated backward: :math:`\partial \log S/\partial
     x_c = s_c = e^{(x_c - M) - \log S}`. The per-rank cotangents are summed over the ranks (one
-    all-reduce) before the multiplication by the local softmax."""
+    all-reduce) before the multiplication by the local softmax. (``setup_context`` style, as
+    :class:`_RankSum`.)"""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, M, logs, cd, group):
+    def forward(x, M, logs, cd, group):
+        return logs.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, M, logs, cd, group = inputs
         ctx.cd, ctx.group = cd, group
         ctx.save_for_backward(x, M, logs)
-        return logs.clone()
 
     @staticmethod
     def backward(ctx, grad):
@@ -155,10 +199,15 @@ class _Replicate(Function):
     the ranks are each rank's share, so the backward sums them over the ranks (one all-reduce)
     and hands every rank the total. Its adjoint is :class:`_SumReplicated`."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
+    def forward(x, group):
         return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.group = inputs[1]
 
     @staticmethod
     def backward(ctx, grad):
@@ -169,14 +218,21 @@ class _SumReplicated(Function):
     r"""The sum over the ranks of each rank's share (the linear head's input gradient), a
     replicated result: one all-reduce forward. The cotangent of a replicated result is
     replicated, so each rank's share gets it unchanged (no collective); adjoint of
-    :class:`_Replicate`."""
+    :class:`_Replicate`. (Under vmap the all-reduce runs once on the whole batch.)"""
 
     @staticmethod
-    def forward(ctx, part, group):
-        ctx.group = group
+    def forward(part, group):
         out = part.clone()
         dist.all_reduce(out, group=group)
         return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.group = inputs[1]
+
+    @staticmethod
+    def vmap(info, in_dims, part, group):
+        return _SumReplicated.apply(part, group), in_dims[0]
 
     @staticmethod
     def backward(ctx, grad):
@@ -192,11 +248,17 @@ class _AttachLSE(Function):
     (:func:`~torchloss._autograd.linear.shard_grads` with :math:`G = \bar\ell_p s_{pc}`): the
     head rows' and bias' gradients are this rank's, the input's is this rank's share."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, w3, b2, lse, group, budget, vocab_start):
+    def forward(x, w3, b2, lse, group, budget, vocab_start):
+        return lse.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w3, b2, lse, group, budget, vocab_start = inputs
         ctx.group, ctx.budget, ctx.vocab_start, ctx.has_b = group, budget, vocab_start, b2 is not None
         ctx.save_for_backward(x, w3, lse, *((b2,) if b2 is not None else ()))
-        return lse.clone()
 
     @staticmethod
     def backward(ctx, grad):
@@ -216,7 +278,8 @@ class _AttachLSE(Function):
 
 
 # ============================================================================================
-# Validation: one all-gather of a fixed-size record, then the same verdict on every rank
+# Validation: one all-reduce of a fixed-size table of every rank's record, then the same verdict
+# on every rank
 
 _MAGIC = 0x7C05
 _MAX_DIMS = 8
@@ -224,9 +287,9 @@ _MSG_BYTES = 240  # of a local error's message, 8 to a field
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 (
     F_MAGIC, F_ERR, F_DTYPE, F_NDIM, F_CLOCAL, F_HAS_START, F_START, F_KIND, F_WNUMEL, F_RED, F_IGN,
-    F_EPS, F_TCLS, F_TVALS, F_TMIN, F_TMAX, F_TSUM, F_FLAGS,
-) = range(18)
-F_DIMS = 18
+    F_EPS, F_TCLS, F_TVALS, F_TMIN, F_TMAX, F_TSUM, F_FLAGS, F_VMAP,
+) = range(19)
+F_DIMS = 19
 F_MSG = F_DIMS + _MAX_DIMS
 _FIELDS = F_MSG + _MSG_BYTES // 8
 _I64_MAX, _I64_MIN = (1 << 63) - 1, -(1 << 63)
@@ -236,40 +299,51 @@ KIND_INDEX, KIND_PROBS = 0, 1
 
 class _Layout(NamedTuple):
     """What the metadata exchange established (identical on every rank but ``rank``/``lo``/
-    ``C_local``)."""
+    ``C_local``). ``lo``, ``C`` and ``sizes`` are Python ints when the records were read on the
+    host (:func:`_exchange`), 0-dim/1-D int64 tensors on the device when they were checked
+    there (:func:`_exchange_on_device`): the math takes either."""
 
     group: object
     world: int
     rank: int
-    lo: int  # this rank's first class
+    lo: int | Tensor  # this rank's first class
     C_local: int
-    C: int  # the whole vocabulary
-    sizes: tuple  # every rank's slice size, in rank order
+    C: int | Tensor  # the whole vocabulary
+    sizes: tuple | Tensor  # every rank's slice size, in rank order
     weight_full: bool  # the weight given is the (C,) one (not this rank's slice)
     target_full: bool  # probability targets of the global shape (not this rank's slice)
 
 
-def _meta_device(group, like: Tensor) -> torch.device:
-    """Where the metadata record travels: the CPU when the group has a CPU backend (no device
-    synchronisation at all), else the logits' device (NCCL-only groups: one small copy back)."""
-    if like.device.type == "cpu":
-        return like.device
-    try:
-        backend = str(dist.get_backend(group)).lower()
-    except Exception:  # noqa: BLE001
-        backend = ""
-    return torch.device("cpu") if ("gloo" in backend or "mpi" in backend) else like.device
+# A switch for the tests: run the device-side validation (every check a ``torch._assert_async``
+# on the exchanged record, no host read) on CPU tensors too, as it runs on GPUs and under
+# ``torch.compile``.
+_DEVICE_VALIDATION = False
 
 
-def _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags=0) -> list[int]:
+def _validate_on_host(x, target) -> bool:
+    """Whether the record is read back on the host (CPU tensors, not compiling: reading costs no
+    device synchronisation and gives every check its own exception type and message) rather
+    than checked on the device by asserts (:func:`_exchange_on_device`)."""
+    if torch.compiler.is_compiling() or _DEVICE_VALIDATION:
+        return False
+    return all(not isinstance(v, Tensor) or v.device.type == "cpu" for v in (x, target))
+
+
+def _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags=0):
+    """``(fields, target_values)``: this rank's metadata record as Python ints, and the smallest
+    and largest non-ignored class index and a checksum of the targets (a tensor on the target's
+    device, for the fields ``F_TMIN``, ``F_TMAX``, ``F_TSUM``) or ``None``."""
     rec = [0] * _FIELDS
     rec[F_MAGIC] = _MAGIC
     if error is not None:
         rec[F_ERR] = 1
-        msg = f"{type(error).__name__}: {error}".encode("utf-8", "replace")[:_MSG_BYTES].ljust(_MSG_BYTES, b"\0")
-        rec[F_MSG:] = struct.unpack(f"<{_MSG_BYTES // 8}q", msg)
-        return rec
+        if not torch.compiler.is_compiling():  # (the text, for the other ranks' host-side message)
+            msg = f"{type(error).__name__}: {error}".encode("utf-8", "replace")[:_MSG_BYTES].ljust(_MSG_BYTES, b"\0")
+            rec[F_MSG:] = struct.unpack(f"<{_MSG_BYTES // 8}q", msg)
+        return rec, None
     rec[F_FLAGS] = flags
+    # (under torch.func.vmap: the batch sizes of the logits and the target, which every rank must share)
+    rec[F_VMAP] = _vmap_size(x) * 65536 + _vmap_size(target)
     rec[F_DTYPE] = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else 99
     rec[F_NDIM] = x.dim()
     pos = [s for i, s in enumerate(x.shape) if i != cd]
@@ -283,15 +357,47 @@ def _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, e
     rec[F_IGN] = ignore_index
     rec[F_EPS] = struct.unpack("<q", struct.pack("<d", eps))[0]
     rec[F_TCLS] = target.shape[cd] if kind == KIND_PROBS else -1
-    if kind == KIND_INDEX and target.numel() and target.device.type == "cpu" and not torch.compiler.is_compiling():
-        t = target.long()
+    vals = None
+    if kind == KIND_INDEX and target.numel():
+        t = _plain(target).long()  # (every sample's targets, under vmap)
         ok = t != ignore_index
         # (a position-weighted checksum: targets permuted between ranks differ too)
         check = (t.reshape(-1) * torch.arange(1, t.numel() + 1, device=t.device)).sum()
         vals = torch.stack([torch.where(ok, t, _I64_MAX).min(), torch.where(ok, t, _I64_MIN).max(), check])
         rec[F_TVALS] = 1
-        rec[F_TMIN], rec[F_TMAX], rec[F_TSUM] = vals.tolist()
-    return rec
+    return rec, vals
+
+
+def _plain(t: Tensor) -> Tensor:
+    """``t`` without its ``torch.func`` wrappers (under vmap: every sample)."""
+    if torch.compiler.is_compiling():
+        return t
+    while _wrapped(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def _vmap_size(t) -> int:
+    """The product of the vmap batch sizes of ``t`` (1 outside vmap)."""
+    n = 1
+    if not isinstance(t, Tensor) or torch.compiler.is_compiling():
+        return n
+    while _wrapped(t):
+        inner = torch._C._functorch.get_unwrapped(t)
+        if torch._C._functorch.is_batchedtensor(t):
+            n *= inner.shape[torch._C._functorch.maybe_get_bdim(t)]
+        t = inner
+    return n
+
+
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _own_row(rec: Tensor, world: int, rank: int) -> Tensor:
+    """``(world, fields)`` zeros but for this rank's row, ``rec``: summed over the ranks (one
+    all-reduce), every rank's record."""
+    n = rec.numel()
+    return torch.cat([rec.new_zeros((rank, n)), rec.view(1, n), rec.new_zeros((world - rank - 1, n))])
 
 
 def _check_locally(fn, x, target, weight, kind, ignore_index, eps, vocab_start, cd):
@@ -352,12 +458,14 @@ def _check_locally(fn, x, target, weight, kind, ignore_index, eps, vocab_start, 
 
 
 def _exchange(fn, group, x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags=0) -> _Layout:
-    """Every rank's metadata record in one all-gather; raises the same error on every rank when
-    any rank's call is bad or the ranks disagree."""
+    """Every rank's metadata record (one all-reduce of a fixed-size ``(world, fields)`` table,
+    each rank's own row filled), read on the host; raises the same error on every rank when any
+    rank's call is bad or the ranks disagree."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
-    rec = _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags)
-    device = _meta_device(group, x) if isinstance(x, Tensor) else torch.device("cpu")
-    rows = _all_gather(torch.tensor(rec, dtype=torch.int64, device=device), group).tolist()
+    rec, vals = _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags)
+    if vals is not None:
+        rec[F_TMIN], rec[F_TMAX], rec[F_TSUM] = vals.tolist()  # (CPU targets: no device to wait for)
+    rows = _all_reduce(_own_row(torch.tensor(rec, dtype=torch.int64), world, rank), "sum", group, True).tolist()
     bad = [r for r in range(world) if rows[r][F_ERR] or rows[r][F_MAGIC] != _MAGIC]
     if bad:
         if error is not None:
@@ -387,6 +495,8 @@ def _exchange(fn, group, x, target, weight, kind, code, ignore_index, eps, vocab
     disagree(F_EPS, "label_smoothing", lambda v: struct.unpack("<d", struct.pack("<q", v))[0])
     # (the linear head: whether the input's gradient is needed, i.e. whether its backward all-reduces)
     disagree(F_FLAGS, "whether input needs a gradient (input.requires_grad and grad mode)", bool)
+    disagree(F_VMAP, "the vmap batch sizes of local_logits and target",
+             lambda v: f"{v // 65536} and {v % 65536}")
     if len({rows[r][F_WNUMEL] < 0 for r in range(world)}) > 1:
         given = [r for r in range(world) if rows[r][F_WNUMEL] >= 0]
         raise ValueError(f"{fn}: a class weight is given on ranks {given} only: give it on every rank or on none")
@@ -442,8 +552,88 @@ def _exchange(fn, group, x, target, weight, kind, code, ignore_index, eps, vocab
     )
 
 
+def _exchange_on_device(fn, group, x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error,
+                        flags=0):
+    """:func:`_exchange` without reading anything back: the record travels on the logits'
+    device (one all-reduce) and every check is a ``torch._assert_async`` of the exchanged table,
+    the same on every rank, so a bad call stops every rank at the same assert (on the CPU a
+    ``RuntimeError`` at once; on a GPU a device-side assert, like ``cross_entropy``'s for targets
+    out of range). The layout's first class and vocabulary size stay 0-dim tensors. Used on GPUs
+    (no host synchronisation) and while ``torch.compile`` traces (no graph break).
+
+    Returns the layout, or ``None`` on a rank whose own arguments were bad while compiling (the
+    compiled program then fails this rank's assert like every other rank's)."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    rec, vals = _record(x, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags)
+    device = x.device if isinstance(x, Tensor) else torch.device("cpu")
+    row = torch.tensor(rec, dtype=torch.int64)
+    if device.type != "cpu":
+        if device.type == "cuda" and not torch.compiler.is_compiling():
+            row = row.pin_memory()  # (a pageable copy would wait for the stream: pinned, it does not)
+        row = row.to(device, non_blocking=True)
+    if vals is not None:
+        row = torch.cat([row[:F_TMIN], vals.to(device), row[F_TSUM + 1 :]])
+    rows = _all_reduce(_own_row(row, world, rank), "sum", group, True)
+    if error is not None and not torch.compiler.is_compiling():
+        raise error
+
+    def check(ok: Tensor, what: str):
+        torch._assert_async(ok.all(), f"{fn}: {what}")
+
+    def agree(fields, what):
+        v = rows[:, fields]
+        check(v == v[:1], f"the ranks disagree on {what}")
+
+    check((rows[:, F_ERR] == 0) & (rows[:, F_MAGIC] == _MAGIC),
+          "a rank rejected its own arguments (outside torch.compile, that rank raises its own exception), "
+          "or called another collective")
+    if error is not None:
+        return None
+    agree([F_KIND], "the kind of target (class indices or probabilities)")
+    agree([F_DTYPE], "the dtype of local_logits")
+    agree([F_NDIM, *range(F_DIMS, F_DIMS + _MAX_DIMS)], "the batch shape of local_logits, besides the classes")
+    agree([F_RED, F_IGN, F_EPS], "the reduction, ignore_index or label_smoothing")
+    agree([F_FLAGS], "whether input needs a gradient (input.requires_grad and grad mode)")
+    agree([F_VMAP], "the vmap batch sizes of local_logits and target")
+    agree([F_HAS_START], "whether vocab_start is given: give it on every rank or on none")
+    wn = rows[:, F_WNUMEL]
+    check((wn < 0) == (wn[0] < 0), "whether a class weight is given: give it on every rank or on none")
+    sizes = rows[:, F_CLOCAL]
+    C = sizes.sum()
+    if vocab_start is not None:
+        starts = rows[:, F_START]
+        order = torch.argsort(starts * (C + 1) + sizes)
+        s_sorted, z_sorted = starts[order], sizes[order]
+        check(s_sorted == z_sorted.cumsum(0) - z_sorted,
+              "the ranks' class slices (vocab_start and local_logits' class dimension) do not tile [0, C) "
+              "without gaps or overlaps")
+        lo = rows[rank, F_START]
+    else:
+        lo = sizes[:rank].sum()
+    check((wn < 0) | (wn == C) | (wn == sizes),
+          "weight tensor should be defined either for all C classes or for the classes of the rank's slice")
+    tc = rows[:, F_TCLS]
+    check((rows[:, F_KIND] != KIND_PROBS) | (tc == C) | (tc == sizes),
+          "probability target with a number of classes that is neither the rank's slice nor the whole vocabulary")
+    has = rows[:, F_TVALS] == 1
+    tmin, tmax = rows[:, F_TMIN], rows[:, F_TMAX]
+    check(~has | (tmin == _I64_MAX) | ((tmin >= 0) & (tmax < C)),
+          "target out of bounds: class indices must lie in [0, C) or equal ignore_index (on some rank)")
+    sums = rows[:, F_TSUM]
+    check((torch.where(has, sums, _I64_MIN).amax() == torch.where(has, sums, _I64_MAX).amin()) | ~has.any(),
+          "the ranks hold different targets (every rank needs the same global class indices)")
+    C_local = x.shape[cd]
+    return _Layout(
+        group, world, rank, lo, C_local, C, sizes,
+        weight_full=weight is not None and weight.numel() != C_local,
+        target_full=kind == KIND_PROBS and target.shape[cd] != C_local,
+    )
+
+
 def _prepare(fn, local_logits, target, group, vocab_start, weight, ignore_index, reduction, label_smoothing, flags=0):
-    """Local checks (caught) and the metadata exchange: ``(layout, kind, code, ignore_index, eps)``."""
+    """Local checks (caught) and the metadata exchange: ``(layout, kind, code, ignore_index,
+    eps)``; ``layout`` is ``None`` on a rank whose own call was bad while compiling (see
+    :func:`_exchange_on_device`): the caller returns :func:`_poisoned` instead."""
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(f"{fn}: torch.distributed is not initialized (call init_process_group first)")
     group = dist.group.WORLD if group is None else group
@@ -465,14 +655,20 @@ def _prepare(fn, local_logits, target, group, vocab_start, weight, ignore_index,
         _check_locally(fn, local_logits, target, weight, kind, ignore_index, eps, vocab_start, cd)
     except Exception as exc:  # noqa: BLE001 - reported to every rank, then raised here
         error = exc
-    layout = _exchange(
+    exchange = _exchange if _validate_on_host(local_logits, target) else _exchange_on_device
+    layout = exchange(
         fn, group, local_logits, target, weight, kind, code, ignore_index, eps, vocab_start, cd, error, flags
     )
-    if kind == KIND_INDEX and target.device.type != "cpu" and target.numel():
-        t = target.long()
-        ok = (t == ignore_index) | ((t >= 0) & (t < layout.C))
-        torch._assert_async(ok.all(), f"{fn}: target out of bounds: class indices must lie in [0, {layout.C})")
     return layout, kind, code, ignore_index, eps
+
+
+def _poisoned(*tensors) -> Tensor:
+    """What a rank whose own arguments were bad returns from a compiled program: never seen,
+    since the program's assert on the exchanged records stops every rank first."""
+    for t in tensors:
+        if isinstance(t, Tensor) and t.is_floating_point():
+            return t.new_full((), float("nan"))
+    return torch.full((), float("nan"))
 
 
 # ============================================================================================
@@ -485,16 +681,27 @@ class _Cfg(NamedTuple):
     ignore_index: int
     eps: float
     cd: int
+    # vmap's batch folded into the positions as their last dimension (see _vmap_rule): 'mean' and
+    # 'sum' reduce per sample
+    batched: bool = False
+
+
+def _own_classes(t: Tensor, dim: int, L: _Layout) -> Tensor:
+    """This rank's classes of a whole-vocabulary operand (along ``dim``)."""
+    if isinstance(L.lo, int):
+        return t.narrow(dim, L.lo, L.C_local)
+    # (the device-side layout: the first class is a tensor)
+    return t.index_select(dim, torch.arange(L.C_local, device=t.device) + L.lo.to(t.device))
 
 
 def _local_weight(weight: Tensor | None, L: _Layout) -> Tensor | None:
     if weight is None:
         return None
-    return weight.narrow(0, L.lo, L.C_local) if L.weight_full else weight
+    return _own_classes(weight, 0, L) if L.weight_full else weight
 
 
 def _local_target(target: Tensor, L: _Layout, cd: int) -> Tensor:
-    return target.narrow(cd, L.lo, L.C_local) if L.target_full else target
+    return _own_classes(target, cd, L) if L.target_full else target
 
 
 def _class_view(w: Tensor, ndim: int, cd: int) -> Tensor:
@@ -518,30 +725,60 @@ def _index_targets(target: Tensor, cfg: _Cfg):
     return t, valid, inside, li
 
 
-def _local_max(x: Tensor, cd: int):
-    """``(m, shift)``: the slice's maximum per position (-inf for an empty slice) and the shift
-    the local sums use (the maximum where finite, else 0, so that an all ``-inf`` slice gives
-    ``S_r = 0`` rather than NaN)."""
+def _local_max(x: Tensor, cd: int) -> Tensor:
+    """The slice's maximum per position (-inf for an empty slice)."""
     if x.shape[cd] == 0:
         shape = [s for i, s in enumerate(x.shape) if i != cd]
-        m = x.new_full(shape, float("-inf"))
-        return m, torch.zeros_like(m)
-    m = x.amax(cd)
-    return m, torch.where(torch.isfinite(m), m, 0)
+        return x.new_full(shape, float("-inf"))
+    return x.amax(cd)
 
 
-def _combine(m_all: Tensor, s_all: Tensor):
-    """``(M, log S)`` from every rank's maximum and sum of exponentials ``(world, *pos)``."""
-    M = m_all.amax(0)
-    S = (s_all * torch.exp(m_all - M)).sum(0)
-    return M, torch.log(S)
+def _global_max(m: Tensor, group):
+    """``(M, shift)``: the maximum over every rank's classes per position (one all-reduce) and
+    the shift the local sums use (``M`` where finite, else 0, so that a position whose logits
+    are all ``-inf`` gives ``S = 0`` rather than NaN in the shift)."""
+    M = _all_reduce(m, "max", group)
+    return M, torch.where(torch.isfinite(M), M, 0)
 
 
-def _mean_denominator(wt: Tensor, valid: Tensor) -> Tensor:
+def _rescaled(m: Tensor, s: Tensor, M: Tensor) -> Tensor:
+    """A rank's sum of exponentials ``s`` taken relative to its own maximum ``m``, relative to
+    the global ``M`` instead (0 for an empty or all ``-inf`` slice)."""
+    return torch.where(torch.isfinite(m), s * torch.exp(m - M), 0)
+
+
+def _eps_C(eps: float, L, dtype: torch.dtype):
+    """``eps / C``: a Python float when the layout is known on the host, else a 0-dim tensor of
+    ``dtype`` (the device-side layout of :func:`_exchange_on_device`)."""
+    if isinstance(L.C, int):
+        return eps / L.C
+    return (eps / L.C.to(torch.float64)).to(dtype)
+
+
+def _C_as(L, like: Tensor) -> Tensor:
+    """The vocabulary size as a 0-dim tensor like ``like``."""
+    return like.new_tensor(float(L.C)) if isinstance(L.C, int) else L.C.to(like.dtype)
+
+
+def _per_sample(t: Tensor, batched: bool) -> Tensor:
+    """The sum over the positions (per sample when vmap's batch is folded in as the last
+    dimension)."""
+    if not batched:
+        return t.sum()
+    return t.sum(tuple(range(t.dim() - 1))) if t.dim() > 1 else t
+
+
+def _mean_denominator(wt: Tensor, valid: Tensor, batched: bool = False) -> Tensor:
+    if batched:
+        none = (~valid).all(tuple(range(valid.dim() - 1))) if valid.dim() > 1 else ~valid
+        return _per_sample(wt, True) + none.to(wt.dtype)
     return wt.sum() + (~valid).all().to(wt.dtype)
 
 
-def _reduce(loss: Tensor, reduction: int, denominator) -> Tensor:
+def _reduce(loss: Tensor, reduction: int, denominator, batched: bool = False) -> Tensor:
+    if batched and reduction != R.NONE:
+        total = _per_sample(loss, True)
+        return total / denominator if reduction == R.MEAN else total
     if reduction == R.MEAN:
         return loss.sum() / denominator
     if reduction == R.SUM:
@@ -560,44 +797,39 @@ def _index_forward(x_in: Tensor, target: Tensor, weight: Tensor | None, cfg: _Cf
     _t, valid, inside, li = _index_targets(target, cfg)
     w = _local_weight(weight, L)
     w = None if w is None else w.to(compute)
-    m, shift = (v.to(compute) for v in _local_max(x, cd))
+    M, shift = _global_max(_local_max(x, cd).to(compute), L.group)  # (all-reduce 1: the maxima)
     z = torch.sub(x_in, shift.unsqueeze(cd))  # (in float32 for float16/bfloat16 logits)
     smooth = None
-    if eps > 0:  # Σ_c w_c (x_c - shift), before z becomes exp(z)
+    if eps > 0:  # Σ_c w_c (x_c - M) (every term <= 0), before z becomes exp(z)
         smooth = (z * _class_view(w, x.dim(), cd)).sum(cd) if w is not None else z.sum(cd)
-    parts = [m, z.exp_().sum(cd)]  # z is this function's own temporary: one N x C_local buffer
+    parts = [z.exp_().sum(cd)]  # z is this function's own temporary: one N x C_local buffer
     if L.C_local:
         parts.append(torch.where(inside, x.gather(cd, li.unsqueeze(cd)).squeeze(cd).to(compute), 0))
         if w is not None:
             parts.append(torch.where(inside, w.take(li), 0))
     else:
-        parts.append(torch.zeros_like(m))
+        parts.append(torch.zeros_like(M))
         if w is not None:
-            parts.append(torch.zeros_like(m))
+            parts.append(torch.zeros_like(M))
     if eps > 0:
         parts.append(smooth)
-        W_r = w.sum() if w is not None else m.new_tensor(float(L.C_local))
-        parts.append(W_r)
-    got = _gather_packed(parts, L.group)
-    m_all, s_all, xt_all = got[0], got[1], got[2]
-    M, logs = _combine(m_all, s_all)
-    xt = xt_all.sum(0)
-    wt = got[3].sum(0) if w is not None else valid.to(compute)
+        parts.append(w.sum() if w is not None else M.new_tensor(float(L.C_local)))
+    got = _sum_packed(parts, L.group)  # (all-reduce 2: every sum, packed)
+    logs = torch.log(got[0])
+    xt = got[1]  # (one rank holds each target: the sum is exact)
+    wt = got[2] if w is not None else valid.to(compute)
     loss = logs - (xt - M)
     if w is not None:
         loss = loss * wt
     W = None
     if eps > 0:
-        Z_all, W_all = got[-2], got[-1]
-        W = W_all.sum(0)
-        shift_all = torch.where(torch.isfinite(m_all), m_all, 0)
-        W_b = W_all.view(-1, *([1] * (m_all.dim() - 1)))
-        logp_sum = (Z_all + W_b * (shift_all - M)).sum(0) - W * logs  # Σ_c w_c log p_c
-        loss = (1 - eps) * loss - (eps / L.C) * logp_sum
+        Z, W = got[-2], got[-1]
+        logp_sum = Z - W * logs  # Σ_c w_c log p_c
+        loss = (1 - eps) * loss - _eps_C(eps, L, compute) * logp_sum
     loss = torch.where(valid, loss, 0)
-    D = wt.sum()
-    out = _reduce(loss, cfg.reduction, D).to(x_in.dtype)
-    return out, (M, logs, wt, W if W is not None else m.new_tensor(float(L.C)), D)
+    D = _per_sample(wt, cfg.batched)
+    out = _reduce(loss, cfg.reduction, D, cfg.batched).to(x_in.dtype)
+    return out, (M, logs, wt, W if W is not None else _C_as(L, M), D)
 
 
 def _index_coefs(g: Tensor, valid: Tensor, wt: Tensor, W: Tensor, cfg: _Cfg, weighted: bool):
@@ -606,7 +838,7 @@ def _index_coefs(g: Tensor, valid: Tensor, wt: Tensor, W: Tensor, cfg: _Cfg, wei
     a_t = a * wt if weighted else a
     if cfg.eps > 0:
         a_t = (1 - cfg.eps) * a_t
-        a_s = a_t + a * ((cfg.eps / cfg.layout.C) * W)
+        a_s = a_t + a * (_eps_C(cfg.eps, cfg.layout, W.dtype) * W)
     else:
         a_s = a_t
     return a, a_t, a_s
@@ -631,7 +863,7 @@ def _index_grad(x_in, target, weight, stats, cfg: _Cfg, grad: Tensor, replicate:
     w = None if w is None else w.to(compute)
     g = _replicated_grad(grad, cfg, replicate).to(compute)
     if cfg.reduction == R.MEAN:
-        g = g / _mean_denominator(wt, valid)
+        g = g / _mean_denominator(wt, valid, cfg.batched)
     a, a_t, a_s = _index_coefs(g, valid, wt, W, cfg, w is not None)
     differentiated = torch.is_grad_enabled()
     if differentiated:
@@ -642,14 +874,14 @@ def _index_grad(x_in, target, weight, stats, cfg: _Cfg, grad: Tensor, replicate:
         if L.C_local:
             gx.scatter_add_(cd, li.unsqueeze(cd), torch.where(inside, -a_t, 0).unsqueeze(cd))
         if eps > 0:
-            r = (eps / L.C) * a.unsqueeze(cd)
+            r = _eps_C(eps, L, compute) * a.unsqueeze(cd)
             gx.sub_(r * _class_view(w, gx.dim(), cd) if w is not None else r)
         return gx.to(x_in.dtype)
     gx = torch.exp((x_in.to(compute) - M.unsqueeze(cd)) - logs.unsqueeze(cd)) * a_s.unsqueeze(cd)
     if L.C_local:
         gx = gx.scatter_add(cd, li.unsqueeze(cd), torch.where(inside, -a_t, 0).unsqueeze(cd))
     if eps > 0:
-        r = (eps / L.C) * a.unsqueeze(cd)
+        r = _eps_C(eps, L, compute) * a.unsqueeze(cd)
         gx = gx - (r * _class_view(w, gx.dim(), cd) if w is not None else r)
     return gx.to(x_in.dtype)
 
@@ -671,9 +903,9 @@ def _index_tangent(x_in, target, weight, stats, cfg: _Cfg, tx: Tensor) -> Tensor
         p = p - torch.where(inside, a_t * txc.gather(cd, li.unsqueeze(cd)).squeeze(cd), 0)
     if cfg.eps > 0:
         wx = (txc * _class_view(w, txc.dim(), cd)).sum(cd) if w is not None else txc.sum(cd)
-        p = p - (cfg.eps / L.C) * a * wx
+        p = p - _eps_C(cfg.eps, L, compute) * a * wx
     p = torch.where(valid, p, 0)
-    return _reduce(p, cfg.reduction, D)
+    return _reduce(p, cfg.reduction, D, cfg.batched)
 
 
 # ---- probability targets
@@ -693,14 +925,17 @@ def _probs_operands(x_in, target, weight, cfg: _Cfg, compute):
     x = x_in.to(compute)
     t = _local_target(target, L, cd).to(compute)
     if cfg.eps > 0:
-        t = t * (1 - cfg.eps) + cfg.eps / L.C
+        t = t * (1 - cfg.eps) + _eps_C(cfg.eps, L, compute)
     w = _local_weight(weight, L)
     w = None if w is None else _class_view(w.to(compute), x.dim(), cd)
     return x, t, w, (t if w is None else t * w)
 
 
-def _positions(x: Tensor, cd: int) -> int:
-    return x.numel() // x.shape[cd] if x.shape[cd] else _prod(x.shape[:cd] + x.shape[cd + 1 :])
+def _positions(x: Tensor, cd: int, batched: bool = False) -> int:
+    """The number of positions (of each sample when vmap's batch is folded in, last)."""
+    pos = x.shape[:cd] + x.shape[cd + 1 :]
+    n = _prod(pos)
+    return n // pos[-1] if batched and pos and pos[-1] else n
 
 
 def _prod(shape) -> int:
@@ -715,28 +950,30 @@ def _probs_forward(x_in, target, weight, cfg: _Cfg):
     L, cd = cfg.layout, cfg.cd
     dtype, compute = _probs_dtypes(x_in, target, weight)
     x, _t, _w, r = _probs_operands(x_in, target, weight, cfg, compute)
-    m, shift = _local_max(x, cd)
+    M, shift = _global_max(_local_max(x, cd), L.group)  # (all-reduce 1: the maxima)
     z = x - shift.unsqueeze(cd)
-    P_r = -(r * z).sum(cd)
-    parts = [m, z.exp_().sum(cd), P_r, r.sum(cd)]
-    m_all, s_all, P_all, A_all = _gather_packed(parts, L.group)
-    M, logs = _combine(m_all, s_all)
-    shift_all = torch.where(torch.isfinite(m_all), m_all, 0)
-    A = A_all.sum(0)
-    loss = (P_all + A_all * (M - shift_all)).sum(0) + A * logs
-    out = _reduce(loss, cfg.reduction, _positions(x_in, cd)).to(dtype)
+    P_r = -(r * z).sum(cd)  # Σ_c w_c t'_c (M - x_c) (every term >= 0)
+    S, P, A = _sum_packed([z.exp_().sum(cd), P_r, r.sum(cd)], L.group)  # (all-reduce 2)
+    logs = torch.log(S)
+    loss = P + A * logs
+    out = _reduce(loss, cfg.reduction, _positions(x_in, cd, cfg.batched), cfg.batched).to(dtype)
     return out, (M, logs, A)
 
 
-def _pad_classes(g: Tensor, L: _Layout, cd: int, full: bool) -> Tensor:
-    """This rank's slice of a gradient, placed in zeros of the whole vocabulary when the operand
-    was given whole (``full``)."""
+def _pad_classes(g: Tensor, L: _Layout, cd: int, full: bool, size: int) -> Tensor:
+    """This rank's slice of a gradient, placed in zeros of the whole vocabulary (``size``
+    classes) when the operand was given whole (``full``)."""
     if not full:
         return g
+    if not isinstance(L.lo, int):
+        shape = list(g.shape)
+        shape[cd] = size
+        index = torch.arange(L.C_local, device=g.device) + L.lo.to(g.device)
+        return g.new_zeros(shape).index_copy(cd, index, g)
     before = list(g.shape)
     before[cd] = L.lo
     after = list(g.shape)
-    after[cd] = L.C - L.lo - L.C_local
+    after[cd] = size - L.lo - L.C_local
     return torch.cat([g.new_zeros(before), g, g.new_zeros(after)], cd)
 
 
@@ -747,7 +984,7 @@ def _probs_grads(x_in, target, weight, stats, cfg: _Cfg, grad: Tensor, need, rep
     x, t, w, r = _probs_operands(x_in, target, weight, cfg, compute)
     g = _replicated_grad(grad, cfg, replicate).to(compute)
     if cfg.reduction == R.MEAN:
-        g = g / _positions(x_in, cd)
+        g = g / _positions(x_in, cd, cfg.batched)
     elif cfg.reduction == R.NONE:
         g = g.unsqueeze(cd)
     if torch.is_grad_enabled():
@@ -762,10 +999,10 @@ def _probs_grads(x_in, target, weight, stats, cfg: _Cfg, grad: Tensor, need, rep
         nlogp = -logp * g
         if need[1]:
             gt = nlogp * (1 - eps) if w is None else nlogp * ((1 - eps) * w)
-            gt = _pad_classes(gt, L, cd, L.target_full).to(target.dtype)
+            gt = _pad_classes(gt, L, cd, L.target_full, target.shape[cd]).to(target.dtype)
         if need[2]:
             gw = (nlogp * t).sum([d for d in range(x.dim()) if d != cd]) if x.dim() > 1 else nlogp * t
-            gw = _pad_classes(gw, L, 0, L.weight_full).to(weight.dtype)
+            gw = _pad_classes(gw, L, 0, L.weight_full, weight.shape[0]).to(weight.dtype)
     return gx, gt, gw
 
 
@@ -784,7 +1021,7 @@ def _probs_tangent(x_in, target, weight, stats, cfg: _Cfg, tx, tt, tw) -> Tensor
     if tw is not None:
         twl = _class_view(_local_weight(tw, L).to(compute), x.dim(), cd)
         p = p - (logp * t * twl).sum(cd)
-    return _reduce(p, cfg.reduction, _positions(x_in, cd))
+    return _reduce(p, cfg.reduction, _positions(x_in, cd, cfg.batched), cfg.batched)
 
 
 # ============================================================================================
@@ -811,17 +1048,25 @@ def _unpack(ctx):
 
 class VocabParallelCrossEntropyFunction(Function):
     r"""Cross entropy of this rank's slice of the logits and global class indices (one torchloss
-    node; see the module docstring for the math and the collectives). Saves the inputs and the
-    ``O(N)`` statistics :math:`M`, :math:`\log S`, :math:`w_t`, :math:`W`, :math:`D`."""
+    node; see the module docstring for the math and the collectives). Returns the loss and the
+    ``O(N)`` statistics :math:`M`, :math:`\log S`, :math:`w_t`, :math:`W`, :math:`D` (not
+    differentiable; :func:`vocab_parallel_cross_entropy` returns the loss alone), which it saves
+    with the inputs. Written in the ``setup_context`` style with a :meth:`vmap` rule, so
+    ``torch.func`` transforms apply."""
 
     @staticmethod
-    def forward(ctx, x, target, weight, cfg):
+    def forward(x, target, weight, cfg):
         loss, stats = _index_forward(x, target, weight, cfg)
-        _save(ctx, cfg, x, target, stats, weight)
-        return loss
+        return (loss, *stats)
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        x, target, weight, cfg = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        _save(ctx, cfg, x, target, tuple(output[1:]), weight)
+
+    @staticmethod
+    def backward(ctx, grad, *_stats):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         x, target, stats, weight = _unpack(ctx)
@@ -831,28 +1076,42 @@ class VocabParallelCrossEntropyFunction(Function):
     def jvp(ctx, tx, _t, _w, _c):
         x, target, stats, weight = _unpack(ctx)
         if tx is None:
-            return torch.zeros_like(_index_forward_shape(stats, ctx.cfg, x))
-        part = _index_tangent(x, target, weight, stats, ctx.cfg, tx)
-        return _rank_sum(part, ctx.cfg.layout.group).to(x.dtype)
+            tangent = torch.zeros_like(_index_forward_shape(stats, ctx.cfg, x))
+        else:
+            part = _index_tangent(x, target, weight, stats, ctx.cfg, tx)
+            tangent = _rank_sum(part, ctx.cfg.layout.group).to(x.dtype)
+        return (tangent, *(None for _ in stats))
+
+    @staticmethod
+    def vmap(info, in_dims, x, target, weight, cfg):
+        return _vmap_rule(VocabParallelCrossEntropyFunction, info, in_dims, x, target, weight, cfg, (0, 0, 0, 0, None, 0))
 
 
 def _index_forward_shape(stats, cfg, x):
     M = stats[0]
-    return M.new_zeros(()) if cfg.reduction != R.NONE else M.new_zeros(M.shape, dtype=x.dtype)
+    if cfg.reduction == R.NONE:
+        return M.new_zeros(M.shape, dtype=x.dtype)
+    return M.new_zeros(M.shape[-1:] if cfg.batched else ())
 
 
 class VocabParallelCrossEntropyProbsFunction(Function):
-    """Cross entropy of this rank's slice of the logits and probability targets (this rank's
-    slice, or the whole vocabulary's); target and weight are differentiable."""
+    r"""Cross entropy of this rank's slice of the logits and probability targets (this rank's
+    slice, or the whole vocabulary's); target and weight are differentiable. Returns the loss
+    and the statistics :math:`M`, :math:`\log S`, :math:`A` (not differentiable)."""
 
     @staticmethod
-    def forward(ctx, x, target, weight, cfg):
+    def forward(x, target, weight, cfg):
         loss, stats = _probs_forward(x, target, weight, cfg)
-        _save(ctx, cfg, x, target, stats, weight)
-        return loss
+        return (loss, *stats)
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        x, target, weight, cfg = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        _save(ctx, cfg, x, target, tuple(output[1:]), weight)
+
+    @staticmethod
+    def backward(ctx, grad, *_stats):
         x, target, stats, weight = _unpack(ctx)
         need = ctx.needs_input_grad[:3]
         gx, gt, gw = _probs_grads(x, target, weight, stats, ctx.cfg, grad, need)
@@ -863,7 +1122,30 @@ class VocabParallelCrossEntropyProbsFunction(Function):
         x, target, stats, weight = _unpack(ctx)
         part = _probs_tangent(x, target, weight, stats, ctx.cfg, tx, tt, tw)
         dtype, _ = _probs_dtypes(x, target, weight)
-        return _rank_sum(part, ctx.cfg.layout.group).to(dtype)
+        return (_rank_sum(part, ctx.cfg.layout.group).to(dtype), *(None for _ in stats))
+
+    @staticmethod
+    def vmap(info, in_dims, x, target, weight, cfg):
+        return _vmap_rule(VocabParallelCrossEntropyProbsFunction, info, in_dims, x, target, weight, cfg, (0, 0, 0, 0))
+
+
+def _vmap_rule(function, info, in_dims, x, target, weight, cfg: _Cfg, out_dims):
+    r"""The batch rule of the logits Functions under ``torch.func.vmap``: the collectives cannot
+    run on batched tensors, so the vmapped dimension is folded into the positions, as their last
+    dimension (a per-sample ``(C_local,)`` becomes ``(B, C_local)``; ``(N, C_local, d...)``
+    becomes ``(N, C_local, d..., B)``), and the Function runs once on the folded operands with
+    'mean'/'sum' reduced per sample: the same three all-reduces, of ``B`` times the elements.
+    (Every rank must vmap alike: the batch sizes travel in the metadata record.)"""
+    xd, td, wd, _ = in_dims
+    if wd is not None:
+        raise NotImplementedError("vocab_parallel_cross_entropy: vmap over the class weight is not supported")
+    B = info.batch_size
+    x = x.movedim(xd, 0) if xd is not None else x.expand(B, *x.shape)
+    target = target.movedim(td, 0) if td is not None else target.expand(B, *target.shape)
+    if cfg.cd == 1:
+        x, target = x.movedim(0, -1), target.movedim(0, -1)
+    out = function.apply(x, target, weight, cfg._replace(cd=1, batched=True))
+    return tuple(v if d is None else v.movedim(-1, 0) for v, d in zip(out, out_dims)), out_dims
 
 
 # ============================================================================================
@@ -899,17 +1181,20 @@ def vocab_parallel_cross_entropy(
 
     Returns the loss of ``cross_entropy`` on the gathered logits, on every rank (bitwise the same
     on every rank). Its backward gives each rank the gradient of its ``local_logits`` with no
-    collective. Every rank must call it (one all-gather of a small metadata record, then one
-    packed all-gather of ``O(N)`` statistics); a bad call raises on every rank.
+    collective. Every rank must call it (three all-reduces: a fixed-size metadata table, the
+    maxima, the packed ``O(N)`` sums); a bad call raises on every rank. Works under
+    ``torch.compile(fullgraph=True)`` and ``torch.func.vmap`` (logits and target batched).
     """
     fn = "vocab_parallel_cross_entropy"
     layout, kind, code, ignore_index, eps = _prepare(
         fn, local_logits, target, group, vocab_start, weight, ignore_index, reduction, label_smoothing
     )
+    if layout is None:
+        return _poisoned(local_logits)
     cfg = _Cfg(layout, code, ignore_index, eps, 0 if local_logits.dim() == 1 else 1)
     if kind == KIND_PROBS:
-        return VocabParallelCrossEntropyProbsFunction.apply(local_logits, target, weight, cfg)
-    return VocabParallelCrossEntropyFunction.apply(local_logits, target, weight, cfg)
+        return _VPCE_PROBS(local_logits, target, weight, cfg)[0]
+    return _VPCE(local_logits, target, weight, cfg)[0]
 
 
 # ============================================================================================
@@ -920,14 +1205,15 @@ class VocabParallelLinearCrossEntropyFunction(Function):
     r"""Cross entropy of ``input @ local_linear_weight.T (+ local bias)`` over the whole
     vocabulary, streamed block by block (:mod:`torchloss._autograd.linear`'s
     :func:`~torchloss._autograd.linear.shard_stats` / :func:`~torchloss._autograd.linear.shard_grads`):
-    no rank ever holds its ``N x C_local`` logits. The forward's statistics travel in one packed
-    all-gather (as :class:`VocabParallelCrossEntropyFunction`); the backward recomputes each block
+    no rank ever holds its ``N x C_local`` logits. The forward's statistics travel in two
+    all-reduces, the maxima and the packed sums (as :class:`VocabParallelCrossEntropyFunction`,
+    each rank's sums rescaled to the global maximum first); the backward recomputes each block
     of logits, forms this shard's weight (and bias) gradient and its share of the input's gradient,
     and all-reduces the latter (the one backward collective: the input is replicated across the
     tensor-parallel ranks, so its gradient is the sum of every shard's part)."""
 
     @staticmethod
-    def forward(ctx, input, lw, bias, target, weight, cfg, budget):
+    def forward(input, lw, bias, target, weight, cfg, budget):
         from .._autograd import linear as lin
 
         L, eps = cfg.layout, cfg.eps
@@ -948,34 +1234,42 @@ class VocabParallelLinearCrossEntropyFunction(Function):
         else:
             m = x.new_full((N,), float("-inf"), dtype=compute)
             s = zt = rr = rho = torch.zeros_like(m)
-        parts = [m, s, zt]
+        M, _shift = _global_max(m, L.group)  # (all-reduce 1: the maxima)
+        parts = [_rescaled(m, s, M), zt]
         if wl is not None:
             parts.append(torch.where(inside, wl.take(li), 0) if L.C_local else torch.zeros_like(m))
-        if eps > 0:
-            parts += [rr, rho]
-        got = _gather_packed(parts, L.group)
-        m_all = got[0]
-        M, logs = _combine(m_all, got[1])
-        wt = got[3].sum(0) if wl is not None else valid.to(compute)
-        loss = logs + (M - got[2].sum(0))
+        if eps > 0:  # Σ_c r_c (M - z_c) = R + ρ (M - m) (0 for an empty slice)
+            parts += [rr + rho * (M - torch.where(torch.isfinite(m), m, M)), rho]
+        got = _sum_packed(parts, L.group)  # (all-reduce 2: every sum, packed)
+        logs = torch.log(got[0])
+        wt = got[2] if wl is not None else valid.to(compute)
+        loss = logs + (M - got[1])
         if wl is not None:
             loss = loss * wt
-        W = x.new_tensor(float(L.C), dtype=compute)
+        W = _C_as(L, x.new_zeros((), dtype=compute))
         if eps > 0:
-            base = torch.where(torch.isfinite(m_all), m_all, M)
-            R_all, rho_all = got[-2], got[-1]
-            Rg = (R_all + rho_all * (M - base)).sum(0)
-            W = rho_all.sum(0)
-            loss = (1 - eps) * loss + (eps / L.C) * (W * logs + Rg)
+            Rg, W = got[-2], got[-1]
+            loss = (1 - eps) * loss + _eps_C(eps, L, compute) * (W * logs + Rg)
         loss = torch.where(valid, loss, 0)
         D = wt.sum()
         out = _reduce(loss.view(target.shape), cfg.reduction, D).to(input.dtype)
+        return out, M + logs, wt, W
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, lw, bias, target, weight, cfg, budget = inputs
+        _out, lse, wt, W = output
+        ctx.mark_non_differentiable(lse, wt, W)
         ctx.cfg, ctx.budget = cfg, budget
         ctx.has = (bias is not None, weight is not None)
-        saved = (input, lw, target, M + logs, wt, W, *(t for t in (bias, weight) if t is not None))
+        saved = (input, lw, target, lse, wt, W, *(t for t in (bias, weight) if t is not None))
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
-        return out
+
+    @staticmethod
+    def vmap(info, in_dims, input, lw, bias, target, weight, cfg, budget):
+        return _linear_vmap_rule(VocabParallelLinearCrossEntropyFunction, info, in_dims, input, lw, bias, target,
+                                 weight, cfg, budget, False)
 
     @staticmethod
     def _unpack(ctx):
@@ -1013,7 +1307,7 @@ class VocabParallelLinearCrossEntropyFunction(Function):
             r1 = min(N, r0 + rb)
             xi = x[r0:r1].to(compute)
             rows = slice(r0, r1)
-            co = lin.Coefs(a_s[rows].view(-1, 1), a_t[rows].view(-1, 1), ((eps / L.C) * a[rows]).view(-1, 1) if eps > 0 else None)
+            co = lin.Coefs(a_s[rows].view(-1, 1), a_t[rows].view(-1, 1), (_eps_C(eps, L, compute) * a[rows]).view(-1, 1) if eps > 0 else None)
             for c0 in range(0, Cl, cb):
                 c1 = min(Cl, c0 + cb)
                 wb = lw[c0:c1].to(compute)
@@ -1037,10 +1331,10 @@ class VocabParallelLinearCrossEntropyFunction(Function):
                 acc[rows] += (G.squeeze(2) * dz).sum(1)
         p = torch.where(valid, acc, 0)
         part = _reduce(p.view(target.shape), cfg.reduction, wt.sum())
-        return _rank_sum(part, L.group).to(input.dtype)
+        return _rank_sum(part, L.group).to(input.dtype), None, None, None
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *_stats):
         from .._autograd import linear as lin
 
         cfg, L, eps = ctx.cfg, ctx.cfg.layout, ctx.cfg.eps
@@ -1064,7 +1358,7 @@ class VocabParallelLinearCrossEntropyFunction(Function):
         r = None
         if eps > 0:
             r = wl if wl is not None else torch.ones((L.C_local,), dtype=compute, device=x.device)
-        co = lin.Coefs(a_s.view(N, 1), a_t.view(N, 1), ((eps / L.C) * a).view(N, 1) if eps > 0 else None)
+        co = lin.Coefs(a_s.view(N, 1), a_t.view(N, 1), (_eps_C(eps, L, compute) * a).view(N, 1) if eps > 0 else None)
         gr = lin.shard_grads(
             x, w3, b2, lse, co, t.view(N, 1), valid.view(N, 1), r,
             need=(need_x, need_w, need_b), vocab_start=L.lo, budget=ctx.budget, in_place=not differentiated,
@@ -1084,12 +1378,12 @@ class VocabParallelLinearCrossEntropyFunction(Function):
 class VocabParallelLinearCrossEntropyProbsFunction(Function):
     r""":class:`VocabParallelLinearCrossEntropyFunction` for probability targets (``(N, C_local)``
     this rank's slice, or ``(N, C)``): :math:`r_c = w_c t'_c` per position, the statistics
-    :math:`(m, S, R = \sum_c r_c (m - z_c), \rho = \sum_c r_c)` gathered once, :math:`l = \sum_r [R_r +
-    \rho_r (M - m_r)] + A \log S`; target and weight are differentiable (each rank's classes'
+    :math:`(m, S, R = \sum_c r_c (m - z_c), \rho = \sum_c r_c)` rescaled to the global maximum
+    :math:`M` and summed over the ranks, :math:`l = \sum_r [R_r + \rho_r (M - m_r)] + A \log S`; target and weight are differentiable (each rank's classes'
     part of a whole-vocabulary operand's gradient, as the logits version)."""
 
     @staticmethod
-    def forward(ctx, input, lw, bias, target, weight, cfg, budget):
+    def forward(input, lw, bias, target, weight, cfg, budget):
         from .._autograd import linear as lin
 
         L = cfg.layout
@@ -1102,18 +1396,29 @@ class VocabParallelLinearCrossEntropyProbsFunction(Function):
         else:
             m = x.new_full((N,), float("-inf"), dtype=compute)
             s = rr = rho = torch.zeros_like(m)
-        m_all, s_all, R_all, rho_all = _gather_packed([m, s, rr, rho], L.group)
-        M, logs = _combine(m_all, s_all)
-        base = torch.where(torch.isfinite(m_all), m_all, M)
-        A = rho_all.sum(0)
-        loss = (R_all + rho_all * (M - base)).sum(0) + A * logs
+        M, _shift = _global_max(m, L.group)  # (all-reduce 1: the maxima)
+        # (all-reduce 2: S, Σ_c r_c (M - z_c) = R + ρ (M - m), A = Σ_c r_c)
+        S, P, A = _sum_packed([_rescaled(m, s, M), rr + rho * (M - torch.where(torch.isfinite(m), m, M)), rho], L.group)
+        logs = torch.log(S)
+        loss = P + A * logs
         out = _reduce(loss.view(input.shape[:-1]), cfg.reduction, N).to(dtype)
+        return out, M + logs, A
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, lw, bias, target, weight, cfg, budget = inputs
+        _out, lse, A = output
+        ctx.mark_non_differentiable(lse, A)
         ctx.cfg, ctx.budget = cfg, budget
         ctx.has = (bias is not None, weight is not None)
-        saved = (input, lw, target, M + logs, A, *(v for v in (bias, weight) if v is not None))
+        saved = (input, lw, target, lse, A, *(v for v in (bias, weight) if v is not None))
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
-        return out
+
+    @staticmethod
+    def vmap(info, in_dims, input, lw, bias, target, weight, cfg, budget):
+        return _linear_vmap_rule(VocabParallelLinearCrossEntropyProbsFunction, info, in_dims, input, lw, bias, target,
+                                 weight, cfg, budget, True)
 
     @staticmethod
     def jvp(ctx, t_input, t_lw, t_bias, t_target, t_weight, _c, _b):
@@ -1171,10 +1476,10 @@ class VocabParallelLinearCrossEntropyProbsFunction(Function):
                         coef = part if coef is None else coef + part
                     acc[rows] += (d * coef).sum(1)
         part = _reduce(acc.view(input.shape[:-1]), cfg.reduction, N)
-        return _rank_sum(part, L.group).to(dtype)
+        return _rank_sum(part, L.group).to(dtype), None, None
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *_stats):
         from .._autograd import linear as lin
 
         cfg, L, eps = ctx.cfg, ctx.cfg.layout, ctx.cfg.eps
@@ -1220,11 +1525,46 @@ class VocabParallelLinearCrossEntropyProbsFunction(Function):
         if need_b:
             gb = gr.b.view(bias.shape).to(bias.dtype)
         if need_t:
-            gt = _pad_classes(gr.t.view(N, L.C_local), L, 1, L.target_full)
+            gt = _pad_classes(gr.t.view(N, L.C_local), L, 1, L.target_full, _classes_last(target).shape[-1])
             gt = _classes_back(gt, target).to(target.dtype)
         if need_wt:
-            gwt = _pad_classes(gr.weight, L, 0, L.weight_full).to(weight.dtype)
+            gwt = _pad_classes(gr.weight, L, 0, L.weight_full, weight.shape[0]).to(weight.dtype)
         return gx, gw, gb, gt, gwt, None, None
+
+
+def _linear_vmap_rule(function, info, in_dims, input, lw, bias, target, weight, cfg: _Cfg, budget, probs: bool):
+    r"""The batch rule of the linear-head Functions under ``torch.func.vmap`` (hidden states and
+    targets batched; the head's rows, bias and class weight shared): the vmapped dimension is
+    folded into the positions (``(B * P, in)`` hidden states, ``(B * P)`` class indices or
+    ``(B * P, C)`` probabilities, classes last), the Function runs once with reduction 'none'
+    (the same three all-reduces, of ``B`` times the elements), and 'mean'/'sum' are formed per
+    sample from the per-position losses (the 'mean' denominator from the target weights the
+    Function returns)."""
+    xd, wd, bd, td, ud = in_dims[:5]
+    if wd is not None or bd is not None or ud is not None:
+        raise NotImplementedError(
+            "vocab_parallel_linear_cross_entropy: vmap over the head's weight, its bias or the class weight is not supported"
+        )
+    B = info.batch_size
+    input = input.movedim(xd, 0) if xd is not None else input.expand(B, *input.shape)
+    target = target.movedim(td, 0) if td is not None else target.expand(B, *target.shape)
+    lead = input.shape[1:-1]  # one sample's positions
+    P = _prod(lead)
+    x = input.reshape(B * P, input.shape[-1])
+    if probs:
+        t = (target.movedim(2, -1) if target.dim() > 3 else target).reshape(B * P, target.shape[2 if target.dim() > 2 else 1])
+    else:
+        t = target.reshape(B * P)
+    out = function.apply(x, lw, bias, t, weight, cfg._replace(reduction=R.NONE), budget)
+    loss = out[0].view(B, P)
+    if cfg.reduction == R.NONE:
+        loss = loss.view(B, *lead)
+    elif cfg.reduction == R.SUM:
+        loss = loss.sum(1)
+    else:
+        loss = loss.sum(1) / (P if probs else out[2].view(B, P).sum(1).to(loss.dtype))
+    rest = tuple(v.view(B, P) if v.dim() else v for v in out[1:])
+    return (loss, *rest), (0, *(0 if v.dim() else None for v in out[1:]))
 
 
 def _linear_attach(input, lw, bias, grad, lse, L: _Layout, budget, differentiated, compute=None):
@@ -1294,7 +1634,7 @@ def _linear_probs_operands(input, lw, bias, target, weight, cfg: _Cfg, compute):
     b2 = None if bias is None else bias.to(compute).view(-1, 1)
     t = _local_target(_classes_last(target).reshape(N, -1), L, 1).to(compute)
     if eps > 0:
-        t = t * (1 - eps) + eps / L.C
+        t = t * (1 - eps) + _eps_C(eps, L, compute)
     wl = _local_weight(weight, L)
     wl = None if wl is None else wl.to(compute)
     r = t if wl is None else t * wl
@@ -1332,10 +1672,11 @@ def vocab_parallel_linear_cross_entropy(
         budget: bytes of block temporaries (logits blocks, their exponentials); default:
             :data:`torchloss._autograd.linear.DEFAULT_BUDGET`.
 
-    Collectives: the forward's two all-gathers (metadata, packed statistics); the backward
+    Collectives: the forward's three all-reduces (metadata table, maxima, packed sums); the backward
     all-reduces the input's gradient (each rank's classes contribute a part of it), so every rank
     gets the whole gradient of ``input``, as tensor parallelism expects. The weight and bias
-    gradients are each rank's own slice. Forward-mode AD works (one more all-gather, of each
+    gradients are each rank's own slice. Works under ``torch.compile(fullgraph=True)`` and
+    ``torch.func.vmap`` (hidden states and target batched). Forward-mode AD works (one more all-gather, of each
     rank's share of the tangent). The backward is differentiable (``create_graph=True``):
     differentiating the gradient all-reduces the cotangents of :math:`\ell` (``N``) and, when the
     input requires grad, the input's (``N x in``); see docs/distributed.md for the counts.
@@ -1371,15 +1712,21 @@ def vocab_parallel_linear_cross_entropy(
     layout, kind, code, ignore_index, eps = _prepare(
         fn, stand_in, target, group, vocab_start, weight, ignore_index, reduction, label_smoothing, int(needs_input_grad)
     )
+    if layout is None:
+        return _poisoned(input, local_linear_weight)
     cfg = _Cfg(layout, code, ignore_index, eps, 1)
     budget = lin.DEFAULT_BUDGET if budget is None else int(budget)
     if kind == KIND_PROBS:
-        return VocabParallelLinearCrossEntropyProbsFunction.apply(
-            input, local_linear_weight, local_linear_bias, target, weight, cfg, budget
-        )
-    return VocabParallelLinearCrossEntropyFunction.apply(
-        input, local_linear_weight, local_linear_bias, target, weight, cfg, budget
-    )
+        return _VPLCE_PROBS(input, local_linear_weight, local_linear_bias, target, weight, cfg, budget)[0]
+    return _VPLCE(input, local_linear_weight, local_linear_bias, target, weight, cfg, budget)[0]
+
+
+# Each Function through a Dispatch: its jvp-less twin while torch.compile traces (Dynamo does not
+# trace a Function that defines jvp), the Function itself otherwise.
+_VPCE = Dispatch(VocabParallelCrossEntropyFunction)
+_VPCE_PROBS = Dispatch(VocabParallelCrossEntropyProbsFunction)
+_VPLCE = Dispatch(VocabParallelLinearCrossEntropyFunction)
+_VPLCE_PROBS = Dispatch(VocabParallelLinearCrossEntropyProbsFunction)
 
 
 # ============================================================================================
@@ -1526,5 +1873,7 @@ def dtensor_cross_entropy(input, target, weight=None, size_average=None, ignore_
     layout, kind, code, ignore_index, eps = _prepare(
         fn, x, t, group, None, w, ignore_index, reduction, label_smoothing
     )
+    if layout is None:
+        return _poisoned(x)
     cfg = _Cfg(layout, code, ignore_index, eps, cd)
     return DTensorCrossEntropyFunction.apply(input, target, weight, cfg, kind == KIND_PROBS)

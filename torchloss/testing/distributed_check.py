@@ -62,7 +62,7 @@ def _context():
     if "forkserver" not in methods:
         return torch.multiprocessing.get_context("spawn")
     ctx = torch.multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch.distributed", "torchloss", "torchloss.distributed.runner"])
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "torchloss", "torchloss.testing.distributed_check"])
     return ctx
 
 
@@ -185,6 +185,7 @@ CASES = (
          reduction="sum", linear=True),
     Case("probs spatial none weight(slice)", (3, C, 2), probs=True, weight="slice", reduction="none", linear=True),
     Case("probs float16", (6, C), probs=True, dtype=torch.float16),
+    Case("probs unbatched mean smooth", (C,), probs=True, smoothing=0.1),
 )
 
 
@@ -279,6 +280,15 @@ def run_table(rank: int, world: int, cases=None, quick: bool = False) -> list[di
         _bad_inputs(rank, world, rows)
     except Exception:  # noqa: BLE001
         rows.add("bad input", "run", False, math.inf, traceback.format_exc(limit=6))
+    try:
+        _device_validation(rank, world, rows)
+    except Exception:  # noqa: BLE001
+        rows.add("bad input", "run", False, math.inf, traceback.format_exc(limit=6))
+    if not quick and world <= 2:  # (compiling is slow: at 2 ranks only)
+        try:
+            _compile_bad_inputs(rank, world, rows)
+        except Exception:  # noqa: BLE001
+            rows.add("bad input", "run", False, math.inf, traceback.format_exc(limit=6))
     del torchloss, vocab_parallel_cross_entropy
     return rows.rows
 
@@ -356,11 +366,8 @@ def _run_case(case: Case, seed: int, rank: int, world: int, lo: int, hi: int, ro
             else:
                 ok, e = _close(gw, ref_grads[2][lo:hi], dt)
             rows.add(case.name, "grad weight", ok, e)
-    gathers = [n for n in fwd if n[0].startswith("all_gather")]
-    meta_ok = len(fwd) == 2 and len(gathers) == 2 and fwd[0][1] == world * _meta_fields()
-    main_elems = fwd[1][1] if len(fwd) > 1 else -1
     positions = max(1, x.numel() // x.shape[cd]) if x.shape[cd] else 1
-    rows.add(case.name, "collectives forward", meta_ok and main_elems <= world * (6 * positions + 2),
+    rows.add(case.name, "collectives forward", _forward_counts_ok(fwd, world, positions, _stats_per_position(case)),
              len(fwd), f"{fwd}")
     rows.add(case.name, "collectives backward", len(bwd) == 0, len(bwd), f"{bwd}")
 
@@ -371,13 +378,16 @@ def _run_case(case: Case, seed: int, rank: int, world: int, lo: int, hi: int, ro
         (hv_ref,) = torch.autograd.grad(gX, Xh, v64)
         xh = _sl(x, lo, hi, cd).clone().requires_grad_()
         with count_collectives() as dbl:
-            (gx,) = torch.autograd.grad(vpce(xh, (tgt if case.full_target or not case.probs else _sl(tgt, lo, hi, cd)),
-                                             weight=None if w is None else (w if case.weight == "full" else w[lo:hi]), **kw),
-                                        xh, gout, create_graph=True)
+            out1 = vpce(xh, (tgt if case.full_target or not case.probs else _sl(tgt, lo, hi, cd)),
+                        weight=None if w is None else (w if case.weight == "full" else w[lo:hi]), **kw)
+            n_fwd = len(dbl)
+            (gx,) = torch.autograd.grad(out1, xh, gout, create_graph=True)
             (hv,) = torch.autograd.grad(gx, xh, _sl(v64, lo, hi, cd))
         ok, e = _close(hv, _sl(hv_ref, lo, hi, cd), dt)
         rows.add(case.name, "double backward (hvp)", ok, e)
-        rows.add(case.name, "collectives double backward", len(dbl) == 3, len(dbl), f"{dbl}")
+        # (the forward's 3, then one all-reduce of the per-rank cotangents of log S)
+        rows.add(case.name, "collectives double backward", n_fwd == 3 and [n for n, _ in dbl[n_fwd:]] == ["all_reduce"],
+                 len(dbl), f"{dbl}")
         # ... and in the upstream gradient (gradgradcheck's second input): replicated, so its
         # per-rank cotangents are summed over the ranks (one more all-reduce)
         go_ref = gout.clone().requires_grad_()
@@ -399,41 +409,143 @@ def _run_case(case: Case, seed: int, rank: int, world: int, lo: int, hi: int, ro
         wl2 = None if w is None else (w if case.weight == "full" else w[lo:hi])
         with fwad.dual_level(), count_collectives() as jv:
             dual = fwad.make_dual(_sl(x, lo, hi, cd).clone(), _sl(v64, lo, hi, cd).clone())
-            tangent = fwad.unpack_dual(vpce(dual, tl2, weight=wl2, **kw)).tangent
+            out_j = vpce(dual, tl2, weight=wl2, **kw)
+            tangent = fwad.unpack_dual(out_j).tangent
         ok, e = _close(tangent, ref_t, dt)
         rows.add(case.name, "jvp", ok, e)
-        rows.add(case.name, "collectives jvp", len(jv) == 3, len(jv), f"{jv}")
+        # (the forward's 3; the tangent: one all-gather of each rank's share, 1 or N elements)
+        tan_n = 1 if case.reduction != "none" else positions
+        rows.add(case.name, "collectives jvp", len(jv) == 4 and jv[3:] == [("all_gather_single", world * tan_n)],
+                 len(jv), f"{jv}")
 
-    if case.name == "mean" and not quick:
-        _compile_case(x, tgt, kw, gout, ref.detach(), ref_grads[0], lo, hi, cd, rows, case)
+    if case.name in ("mean", "probs mean", "mean weight(slice) ignore smooth") and not quick and world <= 2:
+        _compile_case(x, tgt, w, kw, gout, ref.detach(), ref_grads[0], lo, hi, cd, rows, case)
+    if dt == torch.float64 and not quick:
+        _vmap_case(case, x, tgt, w, kw, lo, hi, cd, rows, world)
     if case.dtensor:
         _dtensor_case(case, x, tgt, w, gout, ref.detach(), ref_grads, lo, hi, cd, rows, v64, quick)
     if case.linear:
         _linear_case(case, seed, lo, hi, rows, quick)
 
 
-def _compile_case(x, tgt, kw, gout, ref, ref_gx, lo, hi, cd, rows, case):
-    """``torch.compile`` (``aot_eager``, the compiler's tracing without code generation) of
-    ``vocab_parallel_cross_entropy``: the same value and gradient, with graph breaks (the
-    metadata exchange reads its record on the host; Dynamo does not trace a Function with a
-    custom ``jvp``); ``fullgraph=True`` is not supported (docs/distributed.md)."""
+def _compile_case(x, tgt, w, kw, gout, ref, ref_gx, lo, hi, cd, rows, case):
+    """``torch.compile(fullgraph=True)`` (``aot_eager``: the compiler's tracing, functionalization
+    and autograd without code generation, which is what takes the time) of
+    ``vocab_parallel_cross_entropy`` and, for the 'mean' case, of
+    ``vocab_parallel_linear_cross_entropy``: one graph (the collectives are the traceable
+    functional ones, the validation device-side asserts), the same value and gradient."""
     from torchloss.distributed import vocab_parallel_cross_entropy as vpce
+    from torchloss.distributed import vocab_parallel_linear_cross_entropy as vplce
 
+    tl = _sl(tgt, lo, hi, cd) if case.probs and not case.full_target else tgt
+    wl = None if w is None else (w if case.weight == "full" else w[lo:hi])
     xl = _sl(x, lo, hi, cd).clone().requires_grad_()
     torch._dynamo.reset()
     try:
-        fn = torch.compile(lambda a, b: vpce(a, b, **kw), backend="aot_eager")
-        out = fn(xl, tgt)
+        fn = torch.compile(lambda a, b: vpce(a, b, weight=wl, **kw), backend="aot_eager", fullgraph=True)
+        out = fn(xl, tl)
         (gx,) = torch.autograd.grad(out, xl, gout)
+        o1, e1 = _close(out, ref, case.dtype)
+        o2, e2 = _close(gx, _sl(ref_gx, lo, hi, cd), case.dtype)
+        rows.add(case.name, "torch.compile fullgraph", o1 and o2, max(e1, e2))
+        if case.name == "mean":
+            import torchloss.functional as TF
+
+            g = torch.Generator().manual_seed(7)
+            H = 5
+            hid = torch.randn(x.shape[0], H, generator=g, dtype=x.dtype)
+            Wh = torch.randn(C, H, generator=g, dtype=x.dtype)
+            h_ref, W_ref = hid.clone().requires_grad_(), Wh.clone().requires_grad_()
+            ref_l = TF.cross_entropy(h_ref @ W_ref.t(), tgt, **kw)
+            ref_g = torch.autograd.grad(ref_l, (h_ref, W_ref), gout)
+            h_mine, W_mine = hid.clone().requires_grad_(), Wh[lo:hi].clone().requires_grad_()
+            fl = torch.compile(lambda a, b, c: vplce(a, b, c, budget=64, **kw), backend="aot_eager", fullgraph=True)
+            out_l = fl(h_mine, W_mine, tgt)
+            g_l = torch.autograd.grad(out_l, (h_mine, W_mine), gout)
+            errs = [_close(out_l, ref_l.detach(), case.dtype), _close(g_l[0], ref_g[0], case.dtype),
+                    _close(g_l[1], ref_g[1][lo:hi], case.dtype)]
+            rows.add(case.name, "linear torch.compile fullgraph", all(o for o, _ in errs), max(e for _, e in errs))
     finally:
         torch._dynamo.reset()
+
+
+def _vmap_case(case, x, tgt, w, kw, lo, hi, cd, rows, world):
+    """``torch.func.vmap`` over a batch of two problems (logits and targets batched, the weight
+    shared): values, ``vmap(grad)`` and ``jvp`` of the vmapped loss against a loop over the
+    single-process ``cross_entropy``; the batch rule's collectives (the forward's three
+    all-reduces, of twice the elements)."""
+    import torchloss.functional as TF
+    from torchloss.distributed import vocab_parallel_cross_entropy as vpce
+
+    B = 2
+    xb = torch.stack([x, x * 0.5 + 1])
+    tb = torch.stack([tgt, tgt.flip(cd) if case.probs else tgt])
+    wl = None if w is None else (w if case.weight == "full" else w[lo:hi])
+    refs = [TF.cross_entropy(xb[i], tb[i], weight=w, **kw) for i in range(B)]
+    ref = torch.stack(refs)
+    xl = _sl(xb, lo, hi, cd + 1).contiguous()
+    tl = _sl(tb, lo, hi, cd + 1).contiguous() if case.probs and not case.full_target else tb
+
+    def loss(a, b):
+        return vpce(a, b, weight=wl, **kw)
+
+    with count_collectives() as vc:
+        out = torch.func.vmap(loss)(xl, tl)
     o1, e1 = _close(out, ref, case.dtype)
-    o2, e2 = _close(gx, _sl(ref_gx, lo, hi, cd), case.dtype)
-    rows.add(case.name, "torch.compile (graph breaks)", o1 and o2, max(e1, e2))
+    rows.add(case.name, "vmap", o1, e1)
+    positions = max(1, x.numel() // x.shape[cd])
+    k, extra = _stats_per_position(case)
+    want = [("all_reduce", world * _meta_fields()), ("all_reduce", B * positions),
+            ("all_reduce", B * k * positions + extra)]
+    rows.add(case.name, "collectives vmap", vc == want, len(vc), f"{vc}")
+    X = xb.clone().requires_grad_()
+    (gX,) = torch.autograd.grad(sum(TF.cross_entropy(X[i], tb[i], weight=w, **kw).sum() for i in range(B)), X)
+    gx = torch.func.vmap(torch.func.grad(lambda a, b: loss(a, b).sum()))(xl, tl)
+    o2, e2 = _close(gx, _sl(gX, lo, hi, cd + 1), case.dtype)
+    rows.add(case.name, "vmap(grad)", o2, e2)
+    v = torch.randn(xb.shape, generator=torch.Generator().manual_seed(5), dtype=xb.dtype)
+    ref_t = torch.stack([torch.func.jvp(lambda a, i=i: TF.cross_entropy(a, tb[i], weight=w, **kw), (xb[i],), (v[i],))[1]
+                         for i in range(B)])
+    tan = torch.func.jvp(lambda a: torch.func.vmap(loss)(a, tl), (xl,), (_sl(v, lo, hi, cd + 1).contiguous(),))[1]
+    o3, e3 = _close(tan, ref_t, case.dtype)
+    rows.add(case.name, "jvp(vmap)", o3, e3)
+    # per-sample Hessian-vector products: the double backward's all-reduces on the whole batch
+    ref_h = torch.stack([_hvp(lambda a, i=i: TF.cross_entropy(a, tb[i], weight=w, **kw), xb[i], v[i]) for i in range(B)])
+    hv = torch.func.vmap(lambda a, b, d: _hvp(lambda q: loss(q, b), a, d))(xl, tl, _sl(v, lo, hi, cd + 1).contiguous())
+    o4, e4 = _close(hv, _sl(ref_h, lo, hi, cd + 1), case.dtype)
+    rows.add(case.name, "vmap hvp", o4, e4)
+
+
+def _hvp(f, a, v):
+    """The Hessian-vector product of the scalar ``f(a).sum()`` at ``a`` along ``v`` (torch.func)."""
+    return torch.func.grad(lambda q: (torch.func.grad(lambda r: f(r).sum())(q) * v).sum())(a)
+
+
+def _stats_per_position(case: Case, linear: bool = False) -> tuple[int, int]:
+    """``(per position, extra)``: the elements of the forward's packed sum all-reduce: ``S`` and
+    the target logit (+ its weight with class weights; + the smoothing sum per position and the
+    weight total); probabilities ``S``, ``P`` and ``A``."""
+    if case.probs:
+        return 3, 0
+    k, extra = 2 + (case.weight is not None), 0
+    if case.smoothing > 0:
+        k, extra = k + 1, 1
+    if linear and case.smoothing > 0:  # (the linear head sends the weight total per position)
+        extra = 0
+        k += 1
+    return k, extra
+
+
+def _forward_counts_ok(fwd, world: int, positions: int, per) -> bool:
+    """The forward: three all-reduces: the metadata table (``world x fields`` int64), the
+    maxima (``N``), every sum packed (``k N (+1)``)."""
+    k, extra = per
+    return fwd == [("all_reduce", world * _meta_fields()), ("all_reduce", positions),
+                   ("all_reduce", k * positions + extra)]
 
 
 def _meta_fields() -> int:
-    from . import _FIELDS
+    from torchloss.distributed import _FIELDS
 
     return _FIELDS
 
@@ -574,10 +686,14 @@ def _linear_case(case, seed, lo, hi, rows, quick=False):
             else:
                 errs.append(_close(mg, rg[:, lo:hi] if j == 0 else rg[lo:hi], dt))
     rows.add(case.name, "linear grads", all(o for o, _ in errs), max(e for _, e in errs))
-    rows.add(case.name, "linear collectives", len(fwd) == 2 and [n for n, _ in bwd] == ["all_reduce"],
+    N_lin = hid.numel() // H
+    rows.add(case.name, "linear collectives",
+             _forward_counts_ok(fwd, dist.get_world_size(), N_lin, _stats_per_position(case, linear=True))
+             and bwd == [("all_reduce", N_lin * H)],
              len(fwd) + len(bwd), f"{fwd} {bwd}")
     if dt == torch.float64 and not quick:
         _linear_double_backward(case, g, hid, Wh, bh, t, w, tl, wl, gout, kw, logits, call, lo, hi, rows)
+        _linear_vmap(case, hid, Wh, bh, t, w, wl, kw, logits, lo, hi, rows)
     # forward-mode AD in every operand of this rank (and the target and weight for probabilities)
     th = torch.randn(hid.shape, generator=g, dtype=torch.float64).to(dt)
     tW = torch.randn(Wh.shape, generator=g, dtype=torch.float64).to(dt)
@@ -609,7 +725,45 @@ def _linear_case(case, seed, lo, hi, rows, quick=False):
         else:
             out_t = fwad.unpack_dual(call(*duals)).tangent
     o, e = _close(out_t, ref_t, dt)
-    rows.add(case.name, "linear jvp", o and len(jv) == 3, e, f"{jv}")
+    rows.add(case.name, "linear jvp", o and len(jv) == 4 and jv[3][0] == "all_gather_single", e, f"{jv}")
+
+
+def _linear_vmap(case, hid, Wh, bh, t, w, wl, kw, logits, lo, hi, rows):
+    """``torch.func.vmap`` of the linear head over a batch of two sets of hidden states and
+    targets (the head's rows, bias and class weight shared): values, ``vmap(grad)`` in the hidden
+    states, ``jvp`` of the vmapped loss, and the batch rule's collectives."""
+    import torchloss.functional as TF
+    from torchloss.distributed import vocab_parallel_linear_cross_entropy as vplce
+
+    B = 2
+    world = dist.get_world_size()
+    hb = torch.stack([hid, hid * 0.5 + 0.3])
+    tb = torch.stack([t.detach(), t.detach().flip(1) if case.probs else t])
+    w_ = None if w is None else w.detach()
+    wl_ = None if wl is None else wl.detach()
+    Wl, bl = Wh[lo:hi], None if bh is None else bh[lo:hi]
+    tl = tb[:, :, lo:hi] if case.probs and not case.full_target else tb
+
+    def ref(i, a):
+        return TF.cross_entropy(logits(a, Wh, bh), tb[i], weight=w_, **kw)
+
+    def loss(a, b):
+        return vplce(a, Wl, b, local_linear_bias=bl, weight=wl_, budget=64, **kw)
+
+    with count_collectives() as vc:
+        out = torch.func.vmap(loss)(hb, tl)
+    errs = [_close(out, torch.stack([ref(i, hb[i]) for i in range(B)]), case.dtype)]
+    gref = torch.stack([torch.func.grad(lambda a, i=i: ref(i, a).sum())(hb[i]) for i in range(B)])
+    errs.append(_close(torch.func.vmap(torch.func.grad(lambda a, b: loss(a, b).sum()))(hb, tl), gref, case.dtype))
+    v = torch.randn(hb.shape, generator=torch.Generator().manual_seed(6), dtype=hb.dtype)
+    rj = torch.stack([torch.func.jvp(lambda a, i=i: ref(i, a), (hb[i],), (v[i],))[1] for i in range(B)])
+    errs.append(_close(torch.func.jvp(lambda a: torch.func.vmap(loss)(a, tl), (hb,), (v,))[1], rj, case.dtype))
+    ref_h = torch.stack([_hvp(lambda a, i=i: ref(i, a), hb[i], v[i]) for i in range(B)])
+    errs.append(_close(torch.func.vmap(lambda a, b, d: _hvp(lambda q: loss(q, b), a, d))(hb, tl, v), ref_h, case.dtype))
+    P = hid.numel() // hid.shape[-1]
+    k, extra = _stats_per_position(case, linear=True)
+    want = [("all_reduce", world * _meta_fields()), ("all_reduce", B * P), ("all_reduce", B * k * P + extra)]
+    rows.add(case.name, "linear vmap", all(o for o, _ in errs) and vc == want, max(e for _, e in errs), f"{vc}")
 
 
 def _linear_double_backward(case, g, hid, Wh, bh, t, w, tl, wl, gout, kw, logits, call, lo, hi, rows):
@@ -702,6 +856,8 @@ def _bad_inputs(rank: int, world: int, rows: _Rows):
         "reduction differs": lambda: vpce(xl, t, reduction="sum" if rank == 0 else "mean"),
         "weight of a wrong size": lambda: vpce(xl, t, weight=torch.ones(C + 1 if rank == 0 else C, dtype=torch.float64)),
         "targets differ between ranks": lambda: vpce(xl, t if rank else t.flip(0)),
+        "vmap batch size differs between ranks": lambda: torch.func.vmap(vpce)(
+            xl.expand(2 + (rank == 1), *xl.shape), t.expand(2 + (rank == 1), *t.shape)),
         "linear head: input requires grad on one rank only": lambda: vplce(
             torch.randn(4, 3, dtype=torch.float64, requires_grad=rank == 0), torch.randn(hi - lo, 3, dtype=torch.float64), t),
         "linear head: in_features differs on one rank": lambda: vplce(
@@ -723,6 +879,116 @@ def _bad_inputs(rank: int, world: int, rows: _Rows):
     rows.add("bad input", "a good call afterwards", ok, e)
 
 
+def _device_validation(rank: int, world: int, rows: _Rows):
+    """The device-side validation (what runs on GPUs and under ``torch.compile``: the exchanged
+    records checked by ``torch._assert_async``, nothing read back), forced on the CPU: good
+    calls agree with the single-process ``cross_entropy``, bad calls raise on every rank."""
+    import torchloss.distributed as D
+    import torchloss.functional as TF
+
+    sizes = slice_sizes(world)
+    lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(4, C, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, -100, 6])
+    w = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    p = torch.softmax(torch.randn(4, C, generator=g, dtype=torch.float64), 1)
+    xl = x[:, lo:hi]
+    D._DEVICE_VALIDATION = True
+    try:
+        # good calls: values and gradients (a whole-vocabulary weight and target: the layout's first
+        # class is a tensor here)
+        kw = {"weight": w, "label_smoothing": 0.1}
+        X = x.clone().requires_grad_()
+        ref = TF.cross_entropy(X, t, **kw)
+        (gX,) = torch.autograd.grad(ref, X)
+        mine = xl.clone().requires_grad_()
+        out = D.vocab_parallel_cross_entropy(mine, t, vocab_start=lo, **kw)
+        (gx,) = torch.autograd.grad(out, mine)
+        errs = [_close(out, ref.detach(), torch.float64), _close(gx, gX[:, lo:hi], torch.float64)]
+        Xp, Pp, Wp = x.clone().requires_grad_(), p.clone().requires_grad_(), w.clone().requires_grad_()
+        ref = TF.cross_entropy(Xp, Pp, weight=Wp, label_smoothing=0.1, reduction="sum")
+        ref_g = torch.autograd.grad(ref, (Xp, Pp, Wp))
+        mine, mp, mw = xl.clone().requires_grad_(), p.clone().requires_grad_(), w.clone().requires_grad_()
+        out = D.vocab_parallel_cross_entropy(mine, mp, weight=mw, label_smoothing=0.1, reduction="sum")
+        gm = [v.detach().clone() for v in torch.autograd.grad(out, (mine, mp, mw))]
+        dist.all_reduce(gm[1])
+        dist.all_reduce(gm[2])
+        errs += [_close(out, ref.detach(), torch.float64), _close(gm[0], ref_g[0][:, lo:hi], torch.float64),
+                 _close(gm[1], ref_g[1], torch.float64), _close(gm[2], ref_g[2], torch.float64)]
+        hid = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        Wh = torch.randn(C, 3, generator=g, dtype=torch.float64)
+        ref = TF.cross_entropy(hid @ Wh.t(), t, **kw)
+        out = D.vocab_parallel_linear_cross_entropy(hid, Wh[lo:hi], t, budget=64, **kw)
+        errs.append(_close(out, ref, torch.float64))
+        rows.add("bad input", "device validation: good calls", all(o for o, _ in errs), max(e for _, e in errs))
+        calls = {
+            "vocab_start disagrees with the slices": lambda: D.vocab_parallel_cross_entropy(
+                xl, t, vocab_start=lo + (1 if rank == world - 1 else 0)),
+            "target out of range on one rank": lambda: D.vocab_parallel_cross_entropy(
+                xl, torch.tensor([0, 1, 2, C if rank == 1 else 3])),
+            "N differs between ranks": lambda: D.vocab_parallel_cross_entropy(
+                x[: 4 - (rank == 1), lo:hi], t[: 4 - (rank == 1)]),
+            "weight of a wrong size": lambda: D.vocab_parallel_cross_entropy(
+                xl, t, weight=torch.ones(C + 1 if rank == 0 else C, dtype=torch.float64)),
+            "targets differ between ranks": lambda: D.vocab_parallel_cross_entropy(xl, t if rank else t.flip(0)),
+            "local error on one rank": lambda: D.vocab_parallel_cross_entropy(
+                xl, t, reduction="bad" if rank == 1 else "mean"),
+        }
+        for name, call in calls.items():
+            start = time.monotonic()
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001
+                # (the rank whose own argument was bad raises its own exception; the others the assert's)
+                own = name == "local error on one rank" and rank == 1
+                ok = own or (type(exc) is RuntimeError and "vocab_parallel_cross_entropy" in str(exc))
+                rows.add("bad input", f"device validation: {name}", ok, time.monotonic() - start,
+                         f"{type(exc).__name__}: {str(exc)[:300]}")
+            else:
+                rows.add("bad input", f"device validation: {name}", False, time.monotonic() - start, "no error")
+        out = D.vocab_parallel_cross_entropy(xl, t)
+        ok, e = _close(out, TF.cross_entropy(x, t), torch.float64)
+        rows.add("bad input", "device validation: a good call afterwards", ok, e)
+    finally:
+        D._DEVICE_VALIDATION = False
+
+
+def _compile_bad_inputs(rank: int, world: int, rows: _Rows):
+    """Bad calls of a compiled ``vocab_parallel_cross_entropy`` (``fullgraph=True``): the
+    compiled program's asserts stop every rank (no hang), including a rank whose own argument
+    was bad while tracing (its program fails the same assert)."""
+    import torchloss.functional as TF
+    from torchloss.distributed import vocab_parallel_cross_entropy as vpce
+
+    sizes = slice_sizes(world)
+    lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    x = torch.randn(4, C, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    xl = x[:, lo:hi]
+    t = torch.tensor([0, 1, 2, 6])
+    cases = {
+        "compiled: target out of range on one rank": (torch.tensor([0, 1, 2, C if rank == 1 else 3]), "mean"),
+        "compiled: local error on one rank": (t, "bad" if rank == 1 else "mean"),
+    }
+    torch._dynamo.reset()
+    try:
+        for name, (tgt, red) in cases.items():
+            fn = torch.compile(lambda a, b, red=red: vpce(a, b, reduction=red), backend="aot_eager", fullgraph=True)
+            start = time.monotonic()
+            try:
+                fn(xl, tgt)
+            except Exception as exc:  # noqa: BLE001
+                rows.add("bad input", name, "vocab_parallel_cross_entropy" in str(exc), time.monotonic() - start,
+                         f"{type(exc).__name__}: {str(exc)[-300:]}")
+            else:
+                rows.add("bad input", name, False, time.monotonic() - start, "no error")
+        fn = torch.compile(lambda a, b: vpce(a, b), backend="aot_eager", fullgraph=True)
+        ok, e = _close(fn(xl, t), TF.cross_entropy(x, t), torch.float64)
+        rows.add("bad input", "compiled: a good call afterwards", ok, e)
+    finally:
+        torch._dynamo.reset()
+
+
 # ============================================================================================
 # python -m torchloss check --distributed
 
@@ -732,7 +998,8 @@ _COLUMNS = (
     ("double bwd", ("double backward (hvp)", "double backward (grad output)")),
     ("jvp", ("jvp",)),
     ("collectives", ("collectives forward", "collectives backward", "collectives double backward", "collectives jvp")),
-    ("compile", ("torch.compile (graph breaks)",)),
+    ("vmap", ("vmap", "vmap(grad)", "jvp(vmap)", "vmap hvp", "collectives vmap", "linear vmap")),
+    ("compile", ("torch.compile fullgraph", "linear torch.compile fullgraph")),
     ("DTensor", ("dtensor value", "dtensor grad", "dtensor vs loss_parallel", "dtensor batch-sharded raises",
                  "dtensor double backward (hvp)", "dtensor collectives double backward", "dtensor jvp")),
     ("linear head", ("linear value", "linear grads", "linear collectives", "linear jvp",
