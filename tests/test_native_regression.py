@@ -52,6 +52,11 @@ def test_matches_reference(loss, shape, reduction, dtype):
 def test_parameter(loss, p, reduction):
     fn, name, node = LOSSES[loss]
     x, t = _pair((64,), torch.float32)
+    if loss == "smooth_l1_loss" and p == math.inf:
+        # beta = inf stays on the reference (its gradient at d = ±inf is sign(d), torch's
+        # |d| >= beta branch; the kernel's clamp(d)/beta would be NaN there)
+        assert not takes_kernel(fn, (x, t), {"reduction": reduction, name: p}, (0,))
+        return
     check_kernel(fn, (x, t), {"reduction": reduction, name: p}, node=node)
 
 

@@ -175,8 +175,12 @@ def test_eager_shortcuts_agree_with_differentiable_path(i, dtype):
         with fwAD.dual_level():  # everything on the differentiable path, setup_context included
             _, g_generic = _run(fn, args, wrt, reduction=reduction, **kwargs)
         for a, b in zip(g_fast + g_fast, g_slow + g_generic):
-            if name == "cosine_embedding_loss":  # addcmul_ against a multiply and a subtraction
-                torch.testing.assert_close(a, b.detach(), rtol=2e-3 if dtype == torch.float16 else 1e-5, atol=1e-12, equal_nan=True)
+            if name == "cosine_embedding_loss":
+                # addcmul_ against a multiply and a subtraction, and the forward's coefficients
+                # (∂ℓ/∂c / d, times g) against g / d: rounding, also of gradients that cancel to
+                # about 0 (an (N, 1) input's)
+                tol = 16 * torch.finfo(dtype).eps
+                torch.testing.assert_close(a, b.detach(), rtol=2e-3 if dtype == torch.float16 else 1e-5, atol=tol, equal_nan=True)
             else:
                 _same(a, b.detach())
 
@@ -543,9 +547,9 @@ def test_keeps_no_more_memory_than_torch(name):
             # one int8 coefficient per element (torch: two bool masks and a float32 tensor)
             assert ours.total == ours.extra == n * d and theirs.extra >= 6 * n * d
         else:
-            # the inputs and five float32 numbers per sample (not the target); torch keeps more
+            # the inputs and four float32 numbers per sample (not the target); torch keeps more
             # per-sample intermediates (and none of them is the size of the inputs either)
-            assert ours.extra <= 5 * n * 4 < theirs.extra
+            assert ours.extra <= 4 * n * 4 < theirs.extra
             assert ours.total - ours.extra == 2 * n * d * 4
 
 

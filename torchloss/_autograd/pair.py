@@ -110,6 +110,26 @@ def _mr_dtypes(input1: Tensor, input2: Tensor, target: Tensor) -> tuple[torch.dt
     return promoted, opmath_dtype(promoted)
 
 
+def _integral(t: Tensor) -> bool:
+    return not (t.dtype.is_floating_point or t.dtype.is_complex)
+
+
+def _mr_target(target: Tensor, ct: torch.dtype) -> Tensor:
+    """The target in ``ct`` as torch's ``-target`` leaves it: an integer target is negated in its
+    own dtype first, wrapping around as it does (a uint8 255 negates to 1, so it acts as -1)."""
+    if _integral(target):
+        return (-target).to(ct).neg_()
+    return _as(target, ct)
+
+
+def _mr_difference(input1: Tensor, input2: Tensor, ct: torch.dtype) -> Tensor:
+    """:math:`d = x_2 - x_1` in ``ct``; two integer scores are subtracted as torch's
+    ``input1 - input2``, in their integer dtype (wrapping around as it does), then negated."""
+    if _integral(input1) and _integral(input2):
+        return (input1 - input2).to(ct).neg_()
+    return _as(input2, ct) - _as(input1, ct)
+
+
 def _mr_hinge_arg(x1: Tensor, x2: Tensor, y: Tensor, margin: float) -> tuple[Tensor, Tensor]:
     """``(d, z)``: :math:`d = x_2 - x_1` and :math:`z = y\\,d + m`, out of place.
 
@@ -167,9 +187,9 @@ class MarginRankingLossFunction(LossFunction):
             # torch's integer arithmetic, then + margin in the default floating dtype
             z = ((-target) * (input1 - input2)).to(out_dtype) + margin
             return R.reduce(z.clamp_min(0), reduction), z.new_empty(0, dtype=torch.bool)
-        x1, x2, y = _as(input1, ct), _as(input2, ct), _as(target, ct)
+        x1, x2, y = _as(input1, ct), _as(input2, ct), _mr_target(target, ct)
         fast = eager_in_place(x1, x2, y)
-        d = x2 - x1
+        d = _mr_difference(input1, input2, ct) if _integral(input1) and _integral(input2) else x2 - x1
         z = _mul(d, y, fast)  # y·(x2 - x1), bit for bit torch's (-y)·(x1 - x2)
         if fast:
             z = z.add_(margin)
@@ -211,7 +231,7 @@ class MarginRankingLossFunction(LossFunction):
         step, target = ctx.saved_tensors
         ct = opmath_dtype(ctx.out_dtype)
         g = _per_element(grad, step.shape, ctx.reduction, ct)
-        gx2 = (step * _as(target, ct)) * g  # y·s·g, on the broadcast shape
+        gx2 = (step * _mr_target(target, ct)) * g  # y·s·g, on the broadcast shape
         s1, s2 = ctx.shapes
         gx1 = -gx2 if ctx.needs_input_grad[0] else None
         gx1 = None if gx1 is None else (gx1 if gx1.shape == s1 else gx1.sum_to_size(s1))
@@ -223,7 +243,7 @@ class MarginRankingLossFunction(LossFunction):
         input1, input2, target = ctx.saved_tensors
         need_x1, need_x2, need_y = ctx.needs_input_grad[:3]
         ct = opmath_dtype(ctx.out_dtype)
-        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        x1, x2, y = input1.to(ct), input2.to(ct), _mr_target(target, ct)
         fast = eager_in_place(x1, x2, y, grad)
         d = x2 - x1
         shape = broadcast_shape(d.shape, y.shape)
@@ -254,7 +274,7 @@ class MarginRankingLossFunction(LossFunction):
     def jvp(ctx, t_input1, t_input2, t_target, _m, _r, _k):
         input1, input2, target = ctx.saved_tensors  # the ones saved for forward
         ct = opmath_dtype(ctx.out_dtype)
-        x1, x2, y = input1.to(ct), input2.to(ct), target.to(ct)
+        x1, x2, y = input1.to(ct), input2.to(ct), _mr_target(target, ct)
         d, z = _mr_hinge_arg(x1, x2, y, ctx.margin)
         t = None  # tangent of z
         if t_input1 is not None:
@@ -480,9 +500,12 @@ def _cos_dtypes(input1: Tensor, input2: Tensor) -> tuple[torch.dtype, torch.dtyp
     dtype = input1.dtype
     if input2.dtype == dtype and dtype in (torch.float32, torch.float64):
         return dtype, dtype  # the usual call: no promotion to work out
+    # torch's p / sqrt(q1 q2): p has the inputs' promoted dtype; an integer (or bool) input's
+    # squared norm is an integer sum plus the float EPSILON, of the default dtype
     promoted = result_type(input1, input2)
-    if not promoted.is_floating_point:
-        return torch.get_default_dtype(), torch.get_default_dtype()
+    default = torch.get_default_dtype()
+    if _integral(input1) or _integral(input2):
+        promoted = default if _integral(input1) and _integral(input2) else torch.promote_types(promoted, default)
     return promoted, opmath_dtype(promoted)
 
 
@@ -499,11 +522,21 @@ def _cos_stats(
     Integer and bool inputs are multiplied and summed in their integer dtype, as torch does, and
     converted afterwards.
     """
-    if not (input1.dtype.is_floating_point or input2.dtype.is_floating_point):
-        p = (input1 * input2).sum(-1).to(ct)
-        q1 = (input1 * input1).sum(-1).to(ct) + EPSILON
-        q2 = (input2 * input2).sum(-1).to(ct) + EPSILON
-        return p, q1, q2
+    if _integral(input1) or _integral(input2):
+        # torch adds EPSILON to an integer input's squared norm in the default dtype
+        default = torch.get_default_dtype()
+
+        def square(x: Tensor) -> Tensor:
+            if _integral(x):
+                return _as((x * x).sum(-1).to(default) + EPSILON, ct)
+            x = _as(x, ct)
+            return (x * x).sum(-1) + EPSILON
+
+        if _integral(input1) and _integral(input2):
+            p = (input1 * input2).sum(-1).to(ct)
+        else:
+            p = (_as(input1, ct) * _as(input2, ct)).sum(-1)
+        return p, square(input1), square(input2)
     a, b = _as(input1, ct), _as(input2, ct)
     if fast and a.shape == b.shape:
         # one product buffer for the three sums
@@ -527,17 +560,40 @@ def _cos_of(p: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
     return p / d, d
 
 
-def _cos_loss(c: Tensor, y: Tensor, margin: float) -> Tensor:
-    """Per-sample loss: ``1 - c`` where ``y == 1``, ``max(0, c - margin)`` where ``y == -1``, 0
-    elsewhere (per sample: O(N))."""
-    return torch.where(y == 1, 1 - c, 0) + torch.where(y == -1, (c - margin).clamp_min(0), 0)
+def _cos_loss(c: Tensor, pos: Tensor, neg: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """``(loss, h)``: the per-sample loss, ``1 - c`` where ``y == 1`` (``pos``), ``max(0, c -
+    margin)`` where ``y == -1`` (``neg``), 0 elsewhere, and :math:`h = c - m` (per sample:
+    O(N)). torch adds ``where(pos, 1 - c, 0)`` and ``where(neg, max(0, h), 0)``; at most one
+    of them is not 0, so nesting the selections gives the same numbers in one operation less."""
+    h = c - margin
+    return torch.where(pos, 1 - c, torch.where(neg, h.clamp_min(0), 0)), h
 
 
-def _cos_dloss(c: Tensor, y: Tensor, margin: float) -> Tensor:
+def _cos_dloss(c: Tensor, y: Tensor, margin: float, h: Tensor | None = None, pos=None, neg=None) -> Tensor:
     r""":math:`\partial\ell/\partial c`: -1 where ``y == 1``, :math:`[c - m \ge 0]` where
-    ``y == -1`` (torch's clamp subgradient), 0 elsewhere; piecewise constant."""
-    neg = torch.where(y == -1, ((c - margin) >= 0).to(c.dtype), 0)
-    return neg - (y == 1).to(c.dtype)
+    ``y == -1`` (torch's clamp subgradient; 0 for a NaN), 0 elsewhere; piecewise constant.
+    (``h = c - m`` and the masks ``y == ±1`` when the caller has them.)"""
+    h = c - margin if h is None else h
+    pos = y == 1 if pos is None else pos
+    neg = y == -1 if neg is None else neg
+    return (neg & (h >= 0)).to(c.dtype) - pos.to(c.dtype)
+
+
+def _cos_weights(dloss: Tensor, c: Tensor, d: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
+    r"""The first-order backward's per-sample coefficients per unit of upstream gradient,
+    :math:`\partial\ell/\partial c \cdot (1/d,\; c/q_1,\; c/q_2)`, stacked on a new first
+    dimension and as columns (``(3, *batch, 1)``), so that the backward is one product with
+    :math:`g_\ell` and two ``addcmul``."""
+    dc = dloss * c
+    parts = (dloss, dc, dc, d, q1, q2)
+    shape = dc.shape
+    if not (d.shape == shape and q1.shape == shape and q2.shape == shape):
+        parts = torch.broadcast_tensors(*parts)
+    return (torch.stack(parts[:3]) / torch.stack(parts[3:])).unsqueeze(-1)
+
+
+def _as_like(g: Tensor | None, like: Tensor) -> Tensor | None:
+    return g if g is None or g.dtype == like.dtype else g.to(like.dtype)
 
 
 def _col(t: Tensor) -> Tensor:
@@ -554,16 +610,17 @@ def _sum_to_shape(t: Tensor, shape) -> Tensor:
     return t.sum_to_size(shape) if full != shape else t
 
 
-def _input_grad(u: Tensor, other: Tensor, v: Tensor, own: Tensor, like: Tensor, fast: bool) -> Tensor:
+def _input_grad(u: Tensor, other: Tensor, v: Tensor, own: Tensor, like: Tensor, fast: bool, cols: bool = False) -> Tensor:
     """``u[:, None] * other - v[:, None] * own``, each term brought to ``like``'s shape.
 
     The two terms are summed back separately when their shapes differ: the second comes from
     :math:`q_i`, which runs over the input's own features, so it must not be summed over a
     feature dimension along which only the *other* input was broadcast (an ``(N, 1)`` input);
     the first comes from :math:`p`, over the broadcast features. When the shapes agree (the
-    usual case) it is one expression, in one temporary when eager.
+    usual case) it is one expression, in one temporary when eager. (``cols``: ``u`` and ``v``
+    are columns already.)
     """
-    uc, vc = _col(u), _col(v)
+    uc, vc = (u, v) if cols else (_col(u), _col(v))
     first = broadcast_shape(uc.shape, other.shape)
     if first != broadcast_shape(vc.shape, own.shape, like.shape):
         # summed separately, subtracted in the compute dtype, rounded once
@@ -620,17 +677,18 @@ class CosineEmbeddingLossFunction(LossFunction):
     not depend on it).
 
     **Memory.** When a gradient will be wanted (``with_grad``, from the functional), the forward
-    also returns, as a non-differentiable output, five per-sample numbers
-    :math:`\partial\ell/\partial c, c, d, q_1, q_2` (stacked), and the Function keeps them and
-    the inputs (not the target): O(N) numbers that spare the first-order backward every
-    per-sample recomputation (it multiplies :math:`\partial\ell/\partial c \in \{-1, 0, 1\}`
-    in last, exactly, so its coefficients are bit for bit those of the formulas above). A
-    backward that is itself differentiated (or traced, or run under a transform) recomputes
-    :math:`p, q_i, c, d` from the inputs instead, so that higher derivatives differentiate
-    through them (:math:`\partial\ell/\partial c` is piecewise constant: the saved one is
-    exact). Without ``with_grad`` the target is kept instead of the statistics. torch's
+    also returns, as non-differentiable outputs, four per-sample numbers: the backward's
+    coefficients per unit of upstream gradient, :math:`\partial\ell/\partial c \cdot (1/d,\;
+    c/q_1,\; c/q_2)` (:func:`_cos_weights`), and :math:`\partial\ell/\partial c` itself; the
+    Function keeps them and the inputs (not the target): O(N) numbers that spare the
+    first-order backward every per-sample recomputation (it is one product with :math:`g_\ell`
+    and two ``addcmul``, about a third of the operations: at the small sizes the cost of a call
+    is its number of operations). A backward that is itself differentiated (or traced, or run
+    under a transform) recomputes :math:`p, q_i, c, d` from the inputs instead, so that higher
+    derivatives differentiate through them (:math:`\partial\ell/\partial c` is piecewise
+    constant: the saved one is exact). Without ``with_grad`` the target is kept instead. torch's
     composite keeps the inputs as well, plus per-sample float intermediates and two masks (22
-    bytes per sample in float32, against torchloss's 20).
+    bytes per sample in float32, against torchloss's 16).
 
     **Numerics.** float16/bfloat16 are computed in float32 (torch's float16 computation loses
     :math:`\varepsilon` and gives NaN for a zero vector); :math:`d` avoids the overflow of
@@ -644,51 +702,64 @@ class CosineEmbeddingLossFunction(LossFunction):
         out_dtype, ct = _cos_dtypes(input1, input2)
         p, q1, q2 = _cos_stats(input1, input2, ct, eager_in_place(input1, input2))
         c, d = _cos_of(p, q1, q2)
-        loss = _as(R.reduce(_cos_loss(c, target, margin), reduction), out_dtype)
+        pos, neg = target == 1, target == -1
+        loss, h = _cos_loss(c, pos, neg, margin)
+        loss = _as(R.reduce(loss, reduction), out_dtype)
         if not with_grad:
-            return loss, c.new_empty(0)
-        # what the first-order backward needs per sample, stacked: ∂ℓ/∂c, c, d, q1, q2
-        stats = torch.stack(torch.broadcast_tensors(_cos_dloss(c, target, margin), c, d, q1, q2))
-        return loss, stats
+            return loss, c.new_empty(0), c.new_empty(0)
+        # what the first-order backward needs per sample: its coefficients, and ∂ℓ/∂c (for a
+        # backward that is differentiated, which recomputes the rest)
+        dloss = (neg & (h >= 0)).to(c.dtype).masked_fill_(pos, -1)  # (_cos_dloss)
+        return loss, _cos_weights(dloss, c, d, q1, q2), dloss
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input1, input2, target, margin, reduction, with_grad = inputs
-        loss, weights = output
-        ctx.mark_non_differentiable(weights)
+        loss, weights, dloss = output
+        ctx.mark_non_differentiable(weights, dloss)
         ctx.set_materialize_grads(False)
         ctx.margin, ctx.reduction = margin, reduction
         ctx.out_dtype = loss.dtype
         ctx.with_grad = with_grad
-        # with the statistics (∂ℓ/∂c among them), the backward needs no target
-        ctx.save_for_backward(input1, input2, weights if with_grad else target)
+        # with ∂ℓ/∂c and the coefficients, the backward needs no target
+        if with_grad:
+            ctx.save_for_backward(input1, input2, weights, dloss)
+        else:
+            ctx.save_for_backward(input1, input2, target)
         ctx.save_for_forward(input1, input2, target)
 
     @staticmethod
-    def backward(ctx, grad, _grad_weights):
-        input1, input2, saved = ctx.saved_tensors
+    def backward(ctx, grad, _grad_weights, _grad_dloss):
+        input1, input2, *saved = ctx.saved_tensors
         need_x1, need_x2 = ctx.needs_input_grad[:2]
         if grad is None or not (need_x1 or need_x2):
             return None, None, None, None, None, None
         ct = opmath_dtype(ctx.out_dtype)
         a, b = _as(input1, ct), _as(input2, ct)
-        fast = eager_in_place(a, b, saved, grad)
+        fast = eager_in_place(a, b, saved[0], grad)
         if fast and ctx.with_grad:
-            # First order, from the forward's statistics. ∂ℓ/∂c is -1, 0 or 1, so multiplying
-            # by it last is exact: u and v_i are bit for bit those of the formulas below.
-            dloss, c, d, q1, q2 = saved.unbind(0)
-            g = _per_element(grad, dloss.shape, ctx.reduction, ct)
-            cg = c * g
-            u, v1, v2 = (g / d).mul_(dloss), (cg / q1).mul_(dloss), (cg / q2).mul_(dloss)
-        else:
-            # recomputed from the inputs, so that a differentiated backward differentiates them
-            p, q1, q2 = _cos_stats(input1, input2, ct)
-            c, d = _cos_of(p, q1, q2)
-            # ∂ℓ/∂c is piecewise constant: the forward's (a constant) is exact
-            dloss = saved[0] if ctx.with_grad else _cos_dloss(c, saved, ctx.margin)
-            k = dloss * _per_element(grad, dloss.shape, ctx.reduction, ct)
-            u, kc = k / d, k * c
-            v1, v2 = kc / q1, kc / q2
+            # First order, from the forward's coefficients: one product with g_ℓ, then each
+            # input's gradient is two products (u, v are columns already)
+            weights = saved[0]
+            g = _per_element(grad, weights.shape[1:-1], ctx.reduction, ct)
+            u, v1, v2 = (weights * (g if g.dim() == 0 else g.unsqueeze(-1))).unbind(0)
+            shape = a.shape
+            if b.shape == shape and u.shape[:-1] == shape[:-1]:
+                # the usual call (nothing broadcast): u x_other - v x_own, in one buffer each
+                gx1 = torch.mul(b, u).addcmul_(a, v1, value=-1) if need_x1 else None
+                gx2 = torch.mul(a, u).addcmul_(b, v2, value=-1) if need_x2 else None
+                return _as_like(gx1, input1), _as_like(gx2, input2), None, None, None, None
+            gx1 = _input_grad(u, b, v1, a, input1, fast, True) if need_x1 else None
+            gx2 = _input_grad(u, a, v2, b, input2, fast, True) if need_x2 else None
+            return gx1, gx2, None, None, None, None
+        # recomputed from the inputs, so that a differentiated backward differentiates them
+        p, q1, q2 = _cos_stats(input1, input2, ct)
+        c, d = _cos_of(p, q1, q2)
+        # ∂ℓ/∂c is piecewise constant: the forward's (a constant) is exact
+        dloss = saved[1] if ctx.with_grad else _cos_dloss(c, saved[0], ctx.margin)
+        k = dloss * _per_element(grad, dloss.shape, ctx.reduction, ct)
+        u, kc = k / d, k * c
+        v1, v2 = kc / q1, kc / q2
         gx1 = _input_grad(u, b, v1, a, input1, fast) if need_x1 else None
         gx2 = _input_grad(u, a, v2, b, input2, fast) if need_x2 else None
         return gx1, gx2, None, None, None, None
@@ -713,6 +784,6 @@ class CosineEmbeddingLossFunction(LossFunction):
             dp = add_tangents(dp, (a * tb).sum(-1))
             rel = add_tangents(rel, (b * tb).sum(-1) / q2)
         if dp is None:
-            return zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None
+            return zero_tangent(dloss.shape, ctx.reduction, ctx.out_dtype, dloss), None, None
         t = dloss * (dp / d - c * rel)
-        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None
+        return R.reduce(t, ctx.reduction).to(ctx.out_dtype), None, None

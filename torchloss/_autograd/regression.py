@@ -51,6 +51,7 @@ from torch import Tensor
 from .. import _reduction as R
 from ._base import (
     LossFunction,
+    _combine_categories,
     add_tangents,
     chunked_reduce,
     eager_in_place,
@@ -101,15 +102,55 @@ def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
-def _forward(phi, p, input, target, weight, reduction, out_dtype):
+def _dtypes(input: Tensor, target: Tensor, weight: Tensor | None) -> tuple[torch.dtype, torch.dtype]:
+    """``(ct, dt)``: the compute dtype of the loss (:func:`_compute_dtype`) and that of the
+    difference ``d``: real when input and target are (a complex ``weight`` multiplies the real
+    element-wise loss, as torch's ``loss * weight``)."""
     ct = _compute_dtype(input, target, weight)
-    d = _as(input, ct) - _as(target, ct)
-    loss = phi(d, p)
-    if weight is not None:
-        loss = loss * _as(weight, ct)
-    if reduction == MEAN_BY_WEIGHT:
-        out = loss.sum() / _as(weight, ct).sum()
+    if ct.is_complex and not (input.dtype.is_complex or target.dtype.is_complex):
+        return ct, ct.to_real()
+    return ct, ct
+
+
+def _weighted_dtype(loss_dtype: torch.dtype, input: Tensor, target: Tensor, weight: Tensor, reduction: int) -> torch.dtype:
+    """torch's result dtype of its Python weighted path: ``loss * weight`` (``loss`` of the
+    broadcast shape of input and target, ``weight`` of input's: ATen's rule for a 0-dim operand
+    against a dimensioned one), then for L1/MSE ``'mean'`` ``sum(loss * weight) / sum(weight)``,
+    two 0-dim tensors, which promote plainly."""
+    loss_dim = input.dim() > 0 or target.dim() > 0
+    if loss_dim == (weight.dim() > 0):
+        dtype = torch.promote_types(loss_dtype, weight.dtype)
+    elif loss_dim:
+        dtype = _combine_categories(loss_dtype, weight.dtype)
     else:
+        dtype = _combine_categories(weight.dtype, loss_dtype)
+    if reduction == MEAN_BY_WEIGHT:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    return dtype
+
+
+# The dtype a float32 (complex64) weighted mean's weight gradient is computed in (see _backward)
+_WIDER = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+
+def _conj(t: Tensor) -> Tensor:
+    return t.conj() if t.is_complex() else t
+
+
+def _real_for(t: Tensor, like: Tensor) -> Tensor:
+    """The gradient ``t`` of a real ``like`` whose use was complex: its real part (torch's rule)."""
+    return t.real if t.is_complex() and not like.is_complex() else t
+
+
+def _forward(phi, p, input, target, weight, reduction, out_dtype):
+    ct, dt = _dtypes(input, target, weight)
+    d = _as(input, dt) - _as(target, dt)
+    loss = phi(d, p)
+    if reduction == MEAN_BY_WEIGHT:
+        out = _mean_by_weight(loss, _as(weight, ct))[0]
+    else:
+        if weight is not None:
+            loss = loss * _as(weight, ct)
         out = R.reduce(loss, reduction)
     return out.to(out_dtype)
 
@@ -123,43 +164,69 @@ def _setup(ctx, input, target, weight, reduction, p, output):
     ctx.save_for_forward(*tensors)
 
 
-def _mean_by_weight(loss_w: Tensor, w: Tensor):
-    """``(L, W)`` of the weighted mean, recomputed differentiably in backward/jvp."""
+def _mean_by_weight(phi: Tensor, w: Tensor):
+    r"""``(L, W)`` of the weighted mean :math:`L = \sum (w/W)\,\varphi`, :math:`W = \sum w`
+    (torch's :math:`\sum w\varphi / W`, without its intermediate overflow: the products
+    :math:`w\varphi` overflow long before their mean does), recomputed differentiably in
+    backward/jvp."""
     total = w.sum()
-    return loss_w.sum() / total, total
+    if phi.numel() == 0:
+        return phi.sum() / total, total  # 0/0: NaN, as torch's
+    return (phi * (w / total)).sum(), total
 
 
 def _backward(phi, dphi, ctx, grad):
+    # Complex values follow torch's conventions (the gradient of a real operand used in complex
+    # arithmetic is the real part; a product's gradient is the upstream one times the conjugate
+    # of the other factor; |d| gives sgn(d), d^2 the conjugate of 2d).
     input, target, weight = unpack(ctx, 3)
     need_x, need_y, need_w = ctx.needs_input_grad[:3]
-    ct = _compute_dtype(input, target, weight)
-    d = _as(input, ct) - _as(target, ct)
+    ct, dt = _dtypes(input, target, weight)
+    d = _as(input, dt) - _as(target, dt)
     w = _as(weight, ct)
     if ctx.reduction == MEAN_BY_WEIGHT:
-        value, total = _mean_by_weight(phi(d, ctx.p) * w, w)
-        g = grad / total
+        value, total = _mean_by_weight(phi(d, ctx.p), w)
+        g = grad / _conj(total)
     else:
         g = R.unreduce(grad, d.shape, ctx.reduction)
     gx = gy = gw = None
     if need_x or need_y:
         # (g w first: with a tiny total weight, g = grad/W is huge and φ' g alone may overflow)
-        gd = dphi(d, ctx.p) * (g if w is None else g * w)
-        gx = R.sum_to(gd, input) if need_x else None
-        gy = R.sum_to(-gd, target) if need_y else None
+        gl = g if w is None else g * _conj(w)
+        if gl.is_complex() and not (d.is_complex() and phi is _square):
+            gl = gl.real  # φ(d) is real: its gradient is
+        dp = dphi(d, ctx.p)
+        gd = (_conj(dp) if phi is _square else dp) * gl
+        gx = R.sum_to(_real_for(gd, input), input) if need_x else None
+        gy = R.sum_to(_real_for(-gd, target), target) if need_y else None
     if need_w:
-        gw = R.sum_to(phi(d, ctx.p) * g, weight)
+        phi_d = phi(d, ctx.p)
+        if ctx.reduction == MEAN_BY_WEIGHT and ct in _WIDER:
+            # (φ - L)/W magnifies the rounding of L by 1/W (a small total weight) and is
+            # inf - inf where φ overflows (and the mean with it) although their difference is
+            # finite: in float32 (and for float16/bfloat16) it is computed in float64
+            wide = _WIDER[ct]
+            d_w = _as(input, _WIDER.get(dt, dt)) - _as(target, _WIDER.get(dt, dt))
+            phi_d, w_w = phi(d_w, ctx.p), _as(weight, wide)
+            value, total = _mean_by_weight(phi_d, w_w)
+            g = _as(grad, wide) / _conj(total)
+        gw = _real_for(_conj(phi_d) * g, weight)
+        if gw.shape != weight.shape:
+            gw = gw.sum_to_size(weight.shape)
         if ctx.reduction == MEAN_BY_WEIGHT:
             # ∂(S/W)/∂w = φ/W (summed over any broadcast) - L/W: W = Σw counts each w once.
-            gw = gw - value * g
+            gw = gw - _real_for(_conj(value) * g, weight)
+        if gw.dtype != weight.dtype:
+            gw = gw.to(weight.dtype)
     return gx, gy, gw
 
 
 def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
     input, target, weight = unpack(ctx, 3)
-    ct = _compute_dtype(input, target, weight)
-    d = _as(input, ct) - _as(target, ct)
+    ct, dt = _dtypes(input, target, weight)
+    d = _as(input, dt) - _as(target, dt)
     w = _as(weight, ct)
-    t_d = add_tangents(_as(t_input, ct), None if t_target is None else -_as(t_target, ct))
+    t_d = add_tangents(_as(t_input, dt), None if t_target is None else -_as(t_target, dt))
     t_loss = None
     if t_d is not None:
         t_loss = dphi(d, ctx.p) * t_d
@@ -168,7 +235,7 @@ def _jvp(phi, dphi, ctx, t_input, t_target, t_weight):
     if t_weight is not None:
         t_loss = add_tangents(t_loss, phi(d, ctx.p) * _as(t_weight, ct))
     if ctx.reduction == MEAN_BY_WEIGHT:
-        value, total = _mean_by_weight(phi(d, ctx.p) * w, w)
+        value, total = _mean_by_weight(phi(d, ctx.p), w)
         t_total = 0 if t_weight is None else _as(t_weight, ct).sum()
         out = (t_loss.sum() - value * t_total) / total
     elif ctx.reduction == R.NONE:
@@ -329,7 +396,7 @@ class L1LossFunction(LossFunction):
         if dtype.is_complex:
             dtype = dtype.to_real()
         if weight is not None:
-            dtype = torch.promote_types(dtype, weight.dtype)
+            dtype = _weighted_dtype(dtype, input, target, weight, reduction)
         loss = _forward(_abs, None, input, target, weight, reduction, dtype)
         if keep_sign:
             ct = _compute_dtype(input, target)
@@ -420,7 +487,7 @@ class MSELossFunction(LossFunction):
             return _eager_forward(_square_, None, input, target, reduction)
         dtype = _promoted(input, target)
         if weight is not None:
-            dtype = torch.promote_types(dtype, weight.dtype)
+            dtype = _weighted_dtype(dtype, input, target, weight, reduction)
         return _forward(_square, None, input, target, weight, reduction, dtype)
 
     @staticmethod
@@ -491,7 +558,7 @@ class HuberLossFunction(LossFunction):
         if weight is None and _eager(input, target):
             return _eager_forward(_huber_, delta, input, target, reduction, _huber_factors)
         # torch multiplies its unweighted loss (input's dtype) by the weight: that promotes
-        dtype = input.dtype if weight is None else torch.promote_types(input.dtype, weight.dtype)
+        dtype = input.dtype if weight is None else _weighted_dtype(input.dtype, input, target, weight, reduction)
         return _forward(_huber, delta, input, target, weight, reduction, dtype)
 
     @staticmethod
@@ -515,12 +582,21 @@ def _smooth_l1(d, beta):
     # Kept as torch's two branches (not Huber/β): dividing δ(|d| - δ/2) by β would add two
     # roundings to the linear branch. (The eager _smooth_l1_ folds 1/β into the clamp instead.)
     ad = d.abs()
+    if beta == _INF:
+        # 0, except NaN at d = ±inf (inf - inf) and NaN: without d², which overflows first
+        return ad * 0
     return torch.where(ad < beta, 0.5 * d * d / beta, ad - 0.5 * beta)
 
 
 def _dsmooth_l1(d, beta):
-    # d/β inside, ±1 outside (exactly ±1 at |d| = β); β = inf gives 0, as the loss is 0 there.
+    # d/β inside, ±1 outside (exactly ±1 at |d| = β); β = inf gives 0, as the loss is 0 there,
+    # except at d = ±inf = ±β, where torch's |d| >= β branch gives sign(d) (d/β would be NaN)
+    if beta == _INF:
+        return torch.where(d.isinf(), d.sign(), d * 0)  # (NaN stays NaN, as torch's x/β)
     return (d / beta).clamp(-1.0, 1.0)
+
+
+_INF = float("inf")
 
 
 def _smooth_l1_(d, scratch, beta):
@@ -578,7 +654,8 @@ class SmoothL1LossFunction(LossFunction):
     @staticmethod
     def backward(ctx, grad):
         # (below 1e-30, 1/β could overflow float32: the general code divides by β instead)
-        grads = _eager_backward(_dsmooth_l1_, ctx, grad, 1.0 / ctx.p) if ctx.p > 1e-30 else None
+        # (β = inf: the general code, whose derivative handles d = ±inf)
+        grads = _eager_backward(_dsmooth_l1_, ctx, grad, 1.0 / ctx.p) if 1e-30 < ctx.p < _INF else None
         if grads is not None:
             return (*grads, None, None)
         gx, gy, _ = _backward(_smooth_l1, _dsmooth_l1, ctx, grad)

@@ -146,7 +146,28 @@ def triplet_dtype(anchor: Tensor, positive: Tensor, negative: Tensor, swap: bool
     return dtype
 
 
-def hinge_dtype(d_pos: Tensor, d_neg: Tensor, d_swap: Tensor | None) -> torch.dtype:
+def _operation_dtype(a: torch.dtype, a_dim: bool, b: torch.dtype, b_dim: bool) -> tuple[torch.dtype, bool]:
+    """The dtype (and dimensionality) of a binary tensor operation: ATen's rule for dimensioned
+    and 0-d operands."""
+    if a_dim == b_dim:
+        return torch.promote_types(a, b), a_dim
+    if a_dim:
+        return _combine_categories(a, b), True
+    return _combine_categories(b, a), True
+
+
+def margin_dtype(margin, first: torch.dtype, first_dim: bool) -> tuple[torch.dtype, bool]:
+    """The dtype (and dimensionality) of torch's ``margin + d_pos`` in the distance variant:
+    a Python float keeps a floating ``d_pos``'s dtype (else the default dtype); a tensor margin
+    (torch's Python arithmetic takes one) promotes by ATen's rule."""
+    if isinstance(margin, Tensor):
+        return _operation_dtype(margin.dtype, margin.dim() > 0, first, first_dim)
+    if not (first.is_floating_point or first.is_complex):
+        first = torch.get_default_dtype()
+    return first, first_dim
+
+
+def hinge_dtype(d_pos: Tensor, d_neg: Tensor, d_swap: Tensor | None, margin=None) -> torch.dtype:
     """The dtype of torch's ``clamp_min(margin + d_pos - delta, 0)`` for distances a user's
     distance function returned, with ``delta = d_neg`` or ``minimum(d_neg, d_swap)``.
 
@@ -158,15 +179,8 @@ def hinge_dtype(d_pos: Tensor, d_neg: Tensor, d_swap: Tensor | None) -> torch.dt
         delta, delta_dim = d_neg.dtype, d_neg.dim() > 0
     else:
         delta, delta_dim = result_type(d_neg, d_swap), d_neg.dim() > 0 or d_swap.dim() > 0
-    first = d_pos.dtype
-    if not (first.is_floating_point or first.is_complex):
-        first = torch.get_default_dtype()
-    first_dim = d_pos.dim() > 0
-    if first_dim == delta_dim:
-        return torch.promote_types(first, delta)
-    if first_dim:
-        return _combine_categories(first, delta)
-    return _combine_categories(delta, first)
+    first, first_dim = margin_dtype(margin, d_pos.dtype, d_pos.dim() > 0)
+    return _operation_dtype(first, first_dim, delta, delta_dim)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +389,9 @@ def _user_hinge_arg(d_pos: Tensor, d_neg: Tensor, d_swap: Tensor | None, margin:
     """
     ct = opmath_dtype(out_dtype)
     first = d_pos.dtype if (d_pos.dtype.is_floating_point or d_pos.dtype.is_complex) else torch.get_default_dtype()
-    if first != ct and first.is_floating_point:
+    if isinstance(margin, Tensor):
+        shifted = margin.to(ct) + d_pos.to(ct)
+    elif first != ct and first.is_floating_point:
         # torch casts the Python margin to the tensor's dtype, adds in float32 and rounds
         shifted = (_round_scalar(margin, first) + d_pos.to(ct)).to(first).to(ct)
     else:
@@ -461,6 +477,11 @@ class TripletMarginLossFunction(LossFunction):
             dtype = anchor.dtype
         else:
             dtype = triplet_dtype(anchor, positive, negative, swap)
+        if isinstance(margin, Tensor):
+            # (the distance variant's tensor margin: torch's margin + d_pos promotes)
+            rows = dists[0].dim() > 0
+            first, first_dim = margin_dtype(margin, dtype, rows)
+            dtype = _operation_dtype(first, first_dim, dtype, rows)[0]
         if out.dtype != dtype:
             out = out.to(dtype)
         if with_grad and _has_weights(p):
@@ -617,9 +638,10 @@ def _loss_grads(ctx, grad: Tensor, weights: Tensor, diffs: list[Tensor]) -> tupl
     ga = _combine(t_pos, t_neg, 1, -1) if need_a else None
     # the terms are fresh temporaries: eager, they become the gradients in place (when their
     # shapes agree, so that nothing broadcasts into them)
-    in_place = not recompute and not torch.compiler.is_compiling() and u_ap.shape == u_an.shape
+    # (and their dtypes: a complex operand makes some difference vectors complex, others real)
+    in_place = not recompute and not torch.compiler.is_compiling() and u_ap.shape == u_an.shape and u_ap.dtype == u_an.dtype
     if swap and in_place:
-        in_place = u_pn.shape == u_ap.shape
+        in_place = u_pn.shape == u_ap.shape and u_pn.dtype == u_ap.dtype
     gp = gn = None
     if need_p:
         gp = (t_pos.neg_() if in_place else -t_pos) if t_swap is None else (t_pos.neg_().sub_(t_swap) if in_place else _combine(t_pos, t_swap, -1, -1))
@@ -675,7 +697,7 @@ class TripletDistanceHingeFunction(LossFunction):
 
     @staticmethod
     def forward(d_pos, d_neg, d_swap, margin, reduction):
-        out_dtype = hinge_dtype(d_pos, d_neg, d_swap)
+        out_dtype = hinge_dtype(d_pos, d_neg, d_swap, margin)
         z = _user_hinge_arg(d_pos, d_neg, d_swap, margin, out_dtype)
         loss = R.reduce(z.clamp_min(0), reduction).to(out_dtype)
         active = z >= 0  # False for NaN, as clamp_min's backward

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -50,19 +52,31 @@ def l1_loss(
     if not same:
         _check_broadcast(input, target)
     if weight is not None:
+        _check_weight_size(weight, input)
+        # torch's weighted path subtracts (a bool is refused) before it checks the reduction
+        _no_bool_subtraction("l1_loss", input, target)
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
     else:
         code = R.get_enum(reduction)
-    if input.dtype == torch.bool or target.dtype == torch.bool:
-        # torch's l1_loss is (input - target).abs(), and torch refuses to subtract a bool tensor
-        raise RuntimeError(
-            "l1_loss: Subtraction, the `-` operator, with a bool tensor is not supported "
-            f"(input {_name(input)}, target {_name(target)})"
-        )
+    # torch's l1_loss is (input - target).abs(), and torch refuses to subtract a bool tensor
+    _no_bool_subtraction("l1_loss", input, target)
     # (an empty 'none' call stays on the reference: the L1 kernel's backward crashed on it)
     if weight is None and native.module is not None and input.numel() and _regression_native(input, target):
         return native.module.l1_loss(input, target, code)  # (csrc/regression.cpp)
     return _l1(input, target, weight, code, _l1_keep_sign(input, target, weight))[0]
+
+
+def _check_weight_size(weight: Tensor, input: Tensor) -> None:
+    if weight.size() != input.size():
+        raise ValueError("Weights and input must have the same size.")
+
+
+def _no_bool_subtraction(fn: str, input: Tensor, target: Tensor) -> None:
+    if input.dtype == torch.bool or target.dtype == torch.bool:
+        raise RuntimeError(
+            f"{fn}: Subtraction, the `-` operator, with a bool tensor is not supported "
+            f"(input {_name(input)}, target {_name(target)})"
+        )
 
 
 def _l1_keep_sign(input: Tensor, target: Tensor, weight: Tensor | None) -> bool:
@@ -97,13 +111,11 @@ def mse_loss(
     if not same:
         _check_broadcast(input, target)
     if weight is not None:
+        _check_weight_size(weight, input)
+        # torch's weighted path is (input - target) ** 2 in Python: a bool is refused, before
+        # the reduction is checked
+        _no_bool_subtraction("mse_loss", input, target)
         code = _weighted_reduction(reduction, weight, input, MEAN_BY_WEIGHT)
-        if input.dtype == torch.bool or target.dtype == torch.bool:
-            # torch's weighted path is (input - target) ** 2 in Python: a bool is refused
-            raise RuntimeError(
-                "mse_loss: Subtraction, the `-` operator, with a bool tensor is not supported "
-                f"(weighted; input {_name(input)}, target {_name(target)})"
-            )
     else:
         code = R.get_enum(reduction)
     if not (input.dtype == target.dtype and input.dtype.is_floating_point):
@@ -147,7 +159,8 @@ def smooth_l1_loss(
         )
     if not (input.dtype == target.dtype and input.dtype.is_floating_point):
         _require_floating("smooth_l1_loss", input, target)
-    if native.module is not None and beta > 0 and _regression_native(input, target):  # (not NaN)
+    # (beta = inf stays on the reference: its gradient at d = ±inf is sign(d), as torch's)
+    if native.module is not None and 0 < beta < math.inf and _regression_native(input, target):
         return native.module.smooth_l1_loss(input, target, code, float(beta))
     return _smooth_l1(input, target, code, float(beta))
 

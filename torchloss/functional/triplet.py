@@ -286,11 +286,18 @@ def triplet_margin_with_distance_loss(
         swap = bool(swap)
         _check_triplet(fn, anchor, positive, negative, q, swap)
         with_grad = _triplet_with_grad(anchor, positive, negative)
-        return _triplet(anchor, positive, negative, float(margin), q, eps, swap, code, with_grad)[0]
+        return _triplet(anchor, positive, negative, _margin(margin), q, eps, swap, code, with_grad)[0]
     d_pos = distance_function(anchor, positive)
     d_neg = distance_function(anchor, negative)
     d_swap = distance_function(positive, negative) if swap else None
     _check_user_distances(fn, d_pos, d_neg, d_swap)
-    return _triplet_hinge(d_pos, d_neg, d_swap, float(margin), code)[0]
+    return _triplet_hinge(d_pos, d_neg, d_swap, _margin(margin), code)[0]
+
+
+def _margin(margin):
+    """The distance variant's margin: a float, or a tensor (a constant, detached), whose dtype and
+    shape take part in torch's ``margin + d_pos`` (a dimensioned one broadcasts the loss; its
+    dtype promotes by ATen's rule)."""
+    return margin.detach() if isinstance(margin, Tensor) else float(margin)
 
 
