@@ -512,3 +512,56 @@ def test_vectorized_jacobian_and_batched_gradients(name, reduction, device):
     torch.autograd.gradcheck(ours, (x,), check_batched_grad=True)
     h = torch.autograd.functional.hessian(lambda a: ours(a).sum(), x.detach(), vectorize=True)
     torch.testing.assert_close(h, torch.autograd.functional.hessian(lambda a: ref(a).sum(), x.detach()))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_uint8_targets_with_weight_and_smoothing_refused_only_where_torch_gathers(reduction):
+    # torch's 'mean' of the smoothing term gathers the class weights at the non-ignored targets
+    # (after its NLL's checks): only there is a uint8 index refused
+    x = torch.randn(3, 4, dtype=torch.float64)
+    w = torch.rand(4, dtype=torch.float64) + 0.5
+    kw = {"weight": w, "label_smoothing": 0.1, "reduction": reduction}
+    cases = [
+        (x, torch.tensor([0, 3, 1], dtype=torch.uint8), {}),
+        (x, torch.tensor([2, 2, 2], dtype=torch.uint8), {"ignore_index": 2}),  # all ignored
+        (x[:0], torch.zeros(0, dtype=torch.uint8), {}),  # empty
+        (x, torch.tensor([0, 9, 1], dtype=torch.uint8), {}),  # out of range: the NLL's IndexError first
+    ]
+    for xi, y, extra in cases:
+        try:
+            expected = TF.cross_entropy(xi, y, **kw, **extra)
+        except Exception as e:  # noqa: BLE001
+            with pytest.raises(type(e)):
+                F.cross_entropy(xi, y, **kw, **extra)
+            continue
+        _same(F.cross_entropy(xi, y, **kw, **extra), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nll_loss", "cross_entropy"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_no_classes_with_every_target_ignored(name, reduction):
+    # a (0) or (N, 0) input accepts only ignore_index targets; torch computes NaN ('mean') or 0,
+    # and with label smoothing NaN everywhere (its 0 * (ε/0))
+    smoothing = [0.0, 0.3] if name == "cross_entropy" else [0.0]
+    for x, y in ((torch.zeros(0), torch.tensor(-100)), (torch.zeros(2, 0), torch.tensor([-100, -100]))):
+        for s in smoothing:
+            for w in (None, torch.zeros(0)):
+                kw = {"reduction": reduction, "weight": w, **({"label_smoothing": s} if s else {})}
+                xo, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+                ours, expected = getattr(F, name)(xo, y, **kw), getattr(TF, name)(xt, y, **kw)
+                _same(ours.detach(), expected.detach(), rtol=0, atol=0)
+                (g,) = torch.autograd.grad(ours.sum(), xo)
+                assert g.shape == x.shape
+
+
+def test_empty_integer_input_with_probability_targets():
+    # torch checks the input's dtype only when its log-softmax has an element to compute
+    x = torch.zeros(0, 3, dtype=torch.int64)
+    for y in (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float16)):
+        for reduction in ("mean", "sum", "none"):
+            ours, expected = F.cross_entropy(x, y, reduction=reduction), TF.cross_entropy(x, y, reduction=reduction)
+            assert ours.dtype == expected.dtype and ours.shape == expected.shape
+    with pytest.raises(NotImplementedError):
+        F.cross_entropy(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3))
+    with pytest.raises(RuntimeError):  # an index target: the NLL's dtype check first
+        F.cross_entropy(x, torch.zeros(0))

@@ -35,7 +35,7 @@ _LONG = settings(
 
 # Losses being written by other helpers right now: their disagreements are listed in
 # /work/tools/fuzz_findings.md; drop a name from here once the fuzzer passes for it.
-IN_PROGRESS = {"linear_cross_entropy", "adaptive_log_softmax_with_loss"}
+IN_PROGRESS: set[str] = set()
 
 
 def _maybe_in_progress(loss):
@@ -280,6 +280,217 @@ REGRESSIONS = [
         ),
         {"reduction": "sum"},
     ),
+    # uint8 targets, class weights and smoothing: torch refuses only a 'mean' with a target to
+    # gather (an empty batch, all-ignored targets, 'sum' and 'none' are computed)
+    Call(
+        "cross_entropy",
+        (_t(torch.zeros(0, 1), torch.float64), _t(torch.zeros(0, dtype=torch.uint8), torch.uint8)),
+        {"weight": _t([4.67], torch.float64), "label_smoothing": 0.1},
+    ),
+    Call(
+        "cross_entropy",
+        (_t([[1.54, 0.3], [0.2, -1.0]], torch.float64, rg=True), _t([0, 1], torch.uint8)),
+        {"weight": _t([4.67, 0.5], torch.float64), "label_smoothing": 0.1, "reduction": "sum"},
+    ),
+    Call(
+        "cross_entropy",
+        (_t([[1.54, 0.3], [0.2, -1.0]], torch.float64), _t([1, 1], torch.uint8)),
+        {"weight": _t([4.67, 0.5], torch.float64), "label_smoothing": 0.1, "ignore_index": 1},
+    ),
+    Call(
+        "cross_entropy",
+        (_t([[1.54, 0.3]], torch.float64), _t([5], torch.uint8)),
+        {"weight": _t([4.67, 0.5], torch.float64), "label_smoothing": 0.1},
+    ),
+    # an input without classes whose targets are all ignore_index (torch computes it)
+    Call("nll_loss", (_t(torch.zeros(0).tolist(), rg=True), _t(-100, torch.int64)), {"ignore_index": -100}),
+    Call("nll_loss", (_t(torch.zeros(2, 0).tolist(), rg=True), _t([-100, -100], torch.int64)), {"reduction": "sum"}),
+    Call(
+        "cross_entropy",
+        (_t(torch.zeros(2, 0).tolist(), torch.float64, rg=True), _t([-100, -100], torch.int64)),
+        {"weight": _t(torch.zeros(0).tolist(), torch.float64), "label_smoothing": 0.3, "reduction": "none"},
+    ),
+    Call("cross_entropy", (_t(torch.zeros(0).tolist(), rg=True), _t(-1, torch.int64)), {"ignore_index": -1}),
+    # an empty integer input with probability targets: torch does not check its dtype
+    Call("cross_entropy", (_t(torch.zeros(0, 1, dtype=torch.int64), torch.int64), _t(torch.zeros(0, 1), torch.float64)), {}),
+    Call("cross_entropy", (_t(torch.zeros(0, 1, dtype=torch.int64), torch.int64), _t(torch.zeros(0), torch.float64)), {}),
+    Call("nll_loss", (_t(torch.zeros(0, 1, dtype=torch.int64), torch.int64), _t(torch.zeros(0), torch.float64)), {}),
+    # one class, or a class beside an infinite logit: the float32 gradient is 0 up to rounding of
+    # the upstream gradient's terms
+    Call("cross_entropy", (_t([[1.5409961082440433]], rg=True), _t([0], torch.int64)), {"label_smoothing": 0.1}),
+    Call(
+        "cross_entropy",
+        (_t([[65504.0, float("-inf")], [0.5, float("-inf")]], rg=True), _t([[0.75, 1e-8], [0.3, 0.7]])),
+        {"reduction": "sum"},
+    ),
+    # weighted multi-margin with an infinite weight at a row without active terms (the native
+    # kernel multiplied its zero sum, and its backward's zero count, by the weight)
+    Call(
+        "multi_margin_loss",
+        (_t([[-1.605, 0.2325, 2.2399], [3.0, 0.4, -0.3]], torch.float64, rg=True), _t([2, 0], torch.int64)),
+        {"weight": _t([float("inf"), 1.3, float("inf")], torch.float64), "reduction": "sum"},
+    ),
+    Call(
+        "multi_margin_loss",
+        (_t([[-1.605, 0.2325, 2.2399], [3.0, 0.4, -0.3]], rg=True), _t([2, 0], torch.int64)),
+        {"weight": _t([float("inf"), 1.3, float("inf")]), "p": 2, "reduction": "none"},
+    ),
+    # an int32 target at its limit: torch's 1 - target wraps (deliberate), the rest agrees
+    Call("multilabel_soft_margin_loss", (_t([1.54, -0.29], torch.float64), _t([1, 0], torch.int32)), {}),
+    # an empty complex input that requires grad: torch's log-softmax refuses its complex output
+    Call("cross_entropy", (T(torch.zeros(0, 1, dtype=torch.complex64), torch.complex64, requires_grad=True), _t(torch.zeros(0, dtype=torch.int64), torch.int64)), {}),
+    Call("cross_entropy", (T(torch.zeros(0, 2, dtype=torch.complex64), torch.complex64, requires_grad=True), _t(torch.zeros(0, 2))), {}),
+    # CTC whose float32 log-probabilities round a -2.6e-10 to 0: the reference takes the rounded
+    # log-probabilities (the loss's inputs) widened to float64 (torchloss is exact for them)
+    Call(
+        "ctc_loss",
+        (
+            _t(
+                [[20.24991444198607, -75.03639340494853], [5.8819760062006194, -52.32208562242233],
+                 [3.1694060268396655, 109.44156483945838], [23.65665222257406, 1.5804927463929912]],
+                rg=True,
+            ),
+            _t([1], torch.int64),
+            _t(4, torch.int64),
+            _t(1, torch.int64),
+        ),
+        {},
+        pre=fuzz.functools.partial(fuzz._ctc_pre, dtype=torch.float32),
+    ),
+    # an empty batch against a 0-d target: torch's kernel takes the target's size(0) (IndexError)
+    Call("nll_loss", (_t(torch.zeros(0, 0), torch.float64), _t(0, torch.int64)), {"weight": _t([4.67], torch.float64)}),
+    # a tensor eps must broadcast to var's shape (torch clamps var in place)
+    Call("gaussian_nll_loss", (_t(1.54, torch.float64), _t(1.54, torch.float64), 1.0), {"eps": _t([2], torch.int64)}),
+    Call("gaussian_nll_loss", (_t([1.54], torch.float64), _t([1.5], torch.float64), _t([1.0], torch.float64)), {"eps": _t([2], torch.int64)}),
+    # a complex loss's magnitude is part of the call's scale (a float32 gradient that cancels)
+    Call(
+        "poisson_nll_loss",
+        (_t(4.669239022757736, rg=True), T(torch.tensor(4.669239044189453 + 0j), torch.complex64)),
+        {"log_input": False, "eps": 0.001},
+    ),
+    # a bad target fails at torch's first use of it, after an integer var's clamp fails
+    Call("gaussian_nll_loss", (_t(1.54, torch.float64), [1.0, 2.0], _t(4, torch.int64)), {}),
+    # a complex32 Poisson loss: torch has no CPU sum for ComplexHalf (deliberate), 'none' agrees
+    Call(
+        "poisson_nll_loss",
+        (T(torch.tensor(4.669 + 0j), torch.complex64), _t([4.67, 2.0], torch.float16)),
+        {"log_input": False},
+    ),
+    Call(
+        "poisson_nll_loss",
+        (T(torch.tensor(4.669 + 0j), torch.complex64), _t([4.67, 2.0], torch.float16)),
+        {"log_input": False, "reduction": "none"},
+    ),
+    # eps = NaN: torch's clamp makes var NaN (loss and gradients NaN)
+    Call(
+        "gaussian_nll_loss",
+        (_t([[[1.54]]], torch.float64), _t([[1.54]], torch.float64, rg=True), _t([[[4.67]]], torch.float64)),
+        {"eps": float("nan")},
+    ),
+    # a complex Python target of a bfloat16 Gaussian input: complex64 (float16's complex32 is refused)
+    Call("gaussian_nll_loss", (_t(1.5409961082440433, torch.bfloat16, rg=True), 1j, 1.0), {"full": True}),
+    # an integer Poisson input: torch's log(x + eps) is float32 (deliberate: torchloss is exact)
+    Call(
+        "poisson_nll_loss",
+        (_t([2], torch.int64), _t([4.67], torch.float64, rg=True)),
+        {"log_input": False, "reduction": "sum"},
+    ),
+]
+
+
+# regression, pair and triplet families (issue 17 point 3; classes in docs/fuzz-findings.md)
+_f64, _f16, _c64 = torch.float64, torch.float16, torch.complex64
+REGRESSIONS += [
+    # weighted l1/mse: the bool subtraction fails before the reduction is checked; a 0-d weight
+    # of a dimensioned loss does not promote it ('none'); complex operands and weights
+    Call("l1_loss", (_t(1.0, _f64), _t(True, torch.bool)), {"weight": _t(1.0, _f64), "reduction": "bogus"}),
+    Call("mse_loss", (_t(0.5), _t([1.5])), {"weight": _t(2.0, _f64), "reduction": "none"}),
+    Call("l1_loss", (_t(0.5), _t([1.5])), {"weight": _t(2.0, _f64), "reduction": "none"}),
+    Call("mse_loss", (_t(0.5), _t([1.5])), {"weight": _t(2.0, _f64, rg=True)}),
+    Call("mse_loss", (T(torch.tensor(1.5 + 0j), _c64), _t(1.54, _f64)), {"weight": _t(4.67, _f64, rg=True)}),
+    Call("l1_loss", (T(torch.tensor([1.5 + 1j, 0.3 - 2j]), _c64, "contiguous", True), _t([1.54, 0.2], _f64)), {"weight": _t([4.67, 0.3], _f64, rg=True)}),
+    Call("huber_loss", (_t(1.54, _f64), _t(1.54, _f64)), {"delta": 0.5, "weight": T(torch.tensor(4.67 + 0j), _c64)}),
+    # the weighted mean of products that overflow float32, and of nothing (0/0)
+    Call("mse_loss", (_t([1.54]), _t([1.54e8], rg=True)), {"weight": _t([4.67e30])}),
+    Call("l1_loss", (_t(torch.zeros(0), _f64), _t(torch.zeros(0), _f64)), {"weight": _t(torch.zeros(0), _f64, rg=True)}),
+    # smooth_l1 with beta = inf: the gradient at d = ±inf is sign(d) (torch's |d| >= beta branch)
+    Call(
+        "smooth_l1_loss",
+        (_t([2.19, float("nan"), -1e4, float("inf")], _f64, rg=True), _t([1.54, -0.29, -2.18, 1.0], _f64)),
+        {"beta": float("inf"), "reduction": "none"},
+    ),
+    Call("smooth_l1_loss", (_t(-1e30, torch.bfloat16, rg=True), _t(1.54, torch.bfloat16)), {"beta": float("inf")}),
+    # margin ranking: torch's -target wraps in uint8 (255 acts as -1), input1 - input2 too
+    Call("margin_ranking_loss", (_t([0.66], _f64, rg=True), _t([1.54], _f64), _t([255], torch.uint8)), {}),
+    Call("margin_ranking_loss", (_t([0, 1], torch.uint8), _t([1, 0], torch.uint8), _t([1.0, -1.0], _f64)), {}),
+    # cosine: an integer or bool input's squared norm (+ eps) is in the default dtype, which sets
+    # the result dtype
+    Call("cosine_embedding_loss", (_t([[True, False]], torch.bool), _t([[0.3, 0.2]], torch.bfloat16, rg=True), _t([1.0], torch.bfloat16)), {}),
+    Call("cosine_embedding_loss", (_t([1], torch.int64), _t([1.5409961082440433], _f64, rg=True), _t(-1.0, _f64)), {}),
+    Call("cosine_embedding_loss", (_t([1], torch.int64), _t([1.54], _f16), _t(-1.0, _f16)), {}),
+    # triplet: complex operands among real ones (backward); tensor margins broadcast and promote
+    Call("triplet_margin_loss", (_t([1.0], _f64), _t([0.5], _f64, rg=True), T(torch.tensor([0.3 + 0j]), _c64)), {"swap": True}),
+    Call("triplet_margin_with_distance_loss", (_t([1.0], _f64), T(torch.tensor([0.5 + 0j]), _c64), _t([0.3], _f64, rg=True)), {"swap": True}),
+    Call("triplet_margin_with_distance_loss", (_t([1.0], _f64), _t([1.5], _f64), _t([0.3], _f64)), {"margin": _t([2], torch.int64), "reduction": "none"}),
+    Call("triplet_margin_with_distance_loss", (_t([1.0, 2.0], _f16, rg=True), _t([1.5, 0.0], _f16), _t([0.3, 1.0], _f16)), {"margin": _t(0.5)}),
+    Call(
+        "triplet_margin_with_distance_loss",
+        (_t([[1.0, 2.0]], rg=True), _t([[1.5, 0.0]], rg=True), _t([[0.3, 1.0]])),
+        {"margin": _t([2], torch.int64), "distance_function": fuzz.pairwise, "reduction": "none"},
+    ),
+    # documented (DELIBERATE): float64 weighted mean with a tiny total weight; triplet integers
+    # beside half operands; a hinge that float32 rounding decides; a norm overflowing as torch's
+    Call(
+        "l1_loss",
+        (_t([-1.6052762948770103], _f64, "strided"), _t([1.5409961082440433], _f64)),
+        {"weight": _t([4.669239022757737e-30], _f64, rg=True)},
+    ),
+    Call(
+        "triplet_margin_loss",
+        (_t([154099610], torch.int64), _t([1.5409961082440433], _f16), _t([0.39229682477920974], _f16, rg=True)),
+        {"p": 1},
+    ),
+    Call(
+        "triplet_margin_with_distance_loss",
+        (
+            _t([249659955.27088705, -74258011.97766417]),
+            _t([1.5409961082440433, -0.2934289057609464]),
+            _t([0.6613521715704522, 0.2669240982925188], rg=True),
+        ),
+        {},
+    ),
+    Call(
+        "triplet_margin_loss",
+        (
+            _t([-0.7452066134959625, 0.5524946058184577, -1e30], rg=True),
+            _t([1.5409961082440433, -0.2934289057609464, -2.1787893820745574]),
+            _t([1.5409961082440433, -0.2934289057609464, -2.1787893820745574]),
+        ),
+        {},
+    ),
+]
+
+
+# adaptive softmax (torch has it as a module only; docs/fuzz-findings.md rows 21-24, 66-68)
+_ahead = (_t([[1.54], [-0.29]], torch.float64), None)
+_atail = (_t([[1.54]], torch.float64), _t([[0.66]], torch.float64))
+REGRESSIONS += [
+    # a 0-d input with a 0-d target: torch's module's RuntimeError
+    Call("adaptive_log_softmax_with_loss", (_t(1.54, _f64), _t(0, torch.int64), *_ahead, *_atail), {"cutoffs": [1]}),
+    # the only weight that requires grad is in a cluster no target uses: no grad, as torch
+    Call(
+        "adaptive_log_softmax_with_loss",
+        (_t([1.54], _f64), _t(0, torch.int64), *_ahead, _atail[0], _t([[0.66]], _f64, rg=True)),
+        {"cutoffs": [1]},
+    ),
+    # target dtypes: uint8 refused by torch's gather (non-empty), accepted when empty; complex
+    Call("adaptive_log_softmax_with_loss", (_t([1.54], _f64), _t(0, torch.uint8), *_ahead, *_atail), {"cutoffs": [1]}),
+    Call(
+        "adaptive_log_softmax_with_loss",
+        (_t(torch.zeros(0, 1), _f64), _t(torch.zeros(0), torch.uint8), *_ahead, *_atail),
+        {"cutoffs": [1]},
+    ),
+    Call("adaptive_log_softmax_with_loss", (_t([1.54], _f64), T(torch.tensor(0j), _c64), *_ahead, *_atail), {"cutoffs": [1]}),
 ]
 
 

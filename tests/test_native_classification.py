@@ -225,3 +225,30 @@ def test_weighted_reference_takes_the_rest():
         TF.nll_loss(x, torch.tensor([0, -1, 1, 1, 2, 0]), weight=w)
     with pytest.raises(RuntimeError):  # torch's dtype error, before any kernel
         TF.cross_entropy(x, t, weight=w.double())
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_weighted_smoothing_without_weight_on_any_target_is_nan(reduction):
+    # with label smoothing, 'mean' divides torch's two terms by the total target weight D
+    # separately: D = 0 gives NaN (the first term's 0/0), not inf (the fuzzer's class 34)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    t = torch.tensor([1, 2, 3])
+    w = torch.tensor([1.9, 0.0, 0.0, 0.0], dtype=torch.float64)
+    kw = {"weight": w, "label_smoothing": 0.1, "reduction": reduction}
+    check_kernel(TF.cross_entropy, (x, t), kw, node="CrossEntropyWeighted", rtol=1e-12, atol=1e-14)
+    ours = TF.cross_entropy(x, t, **kw)
+    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(x, t, **kw), equal_nan=True)
+    if reduction == "mean":
+        assert ours.isnan()
+
+
+def test_weighted_no_classes_takes_the_reference():
+    # an (N, 0) input (every target ignored): the kernels refuse it, the reference computes it
+    x = torch.zeros(2, 0, requires_grad=True)
+    t = torch.tensor([-100, -100])
+    for fn in (TF.cross_entropy, TF.nll_loss):
+        assert not takes_kernel(fn, (x, t), {"weight": torch.zeros(0)})
+        ours = fn(x, t, reduction="sum")
+        assert ours.item() == 0
+        (g,) = torch.autograd.grad(ours, x)
+        assert g.shape == (2, 0)

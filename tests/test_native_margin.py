@@ -163,3 +163,24 @@ def test_multi_margin_errors_match_reference():
         assert type(ours.value) is type(ref.value) and str(ours.value) == str(ref.value), (ours.value, ref.value)
     with pytest.raises(RuntimeError, match=r"target out of range \(class indices must be in \[0, 3\]\)"):
         TF.multi_margin_loss(x, torch.tensor([0, 4, 1, 1, 2, 0]))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_infinite_weight_multiplies_active_terms_only(p, reduction):
+    # torch's `if (z > 0) h *= w[y]`: a row without an active term is 0, also when w[y] is
+    # infinite (the kernel once multiplied the row's zero sum, and its backward's zero count)
+    inf = float("inf")
+    for dtype in DTYPES:
+        x = torch.tensor([[-1.605, 0.2325, 2.2399], [3.0, 0.4, -0.3], [0.1, 0.2, 0.3]], dtype=dtype)
+        t = torch.tensor([2, 0, 1])
+        w = torch.tensor([inf, 1.3, inf], dtype=dtype)
+        kw = {"reduction": reduction, "p": p, "weight": w}
+        check_kernel(TF.multi_margin_loss, (x[:2], t[:2]), kw, node=NODE)
+        ours = TF.multi_margin_loss(x, t, **kw)
+        torch.testing.assert_close(ours, torch.nn.functional.multi_margin_loss(x, t, **kw))
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(TF.multi_margin_loss(xr, t, **kw).sum(), xr)
+        xt = x.clone().requires_grad_()
+        (gt,) = torch.autograd.grad(torch.nn.functional.multi_margin_loss(xt, t, **kw).sum(), xt)
+        torch.testing.assert_close(g[:2], gt[:2])

@@ -5,6 +5,7 @@ complex inputs, vmap over var, and the modules' signatures."""
 import contextlib
 import inspect
 import itertools
+import math
 import warnings
 
 import pytest
@@ -666,3 +667,23 @@ def test_kl_saves_both_when_the_target_needs_a_gradient():
     x, y = torch.randn(3, 4).log_softmax(-1), torch.rand(3, 4)
     assert saved_bytes(F.kl_div, (x, y), {"reduction": "sum"}, (1,)).total == x.nbytes + y.nbytes
     assert saved_bytes(F.kl_div, (x, y), {"reduction": "sum"}, (0, 1)).total == x.nbytes + y.nbytes
+
+
+@pytest.mark.cpu_only
+def test_poisson_integer_input_is_computed_in_the_result_dtype():
+    # torch takes log(x + eps) of an integer x in float32 even beside a float64 target
+    # (docs/differences.md; the fuzzer's poisson_integer_operand_in_float32): torchloss is exact
+    x = torch.tensor([1])
+    y = torch.tensor([4.67], dtype=torch.float64, requires_grad=True)
+    loss = F.poisson_nll_loss(x, y, log_input=False)
+    (gy,) = torch.autograd.grad(loss, y)
+    exact_log = torch.log1p(torch.tensor(1e-8, dtype=torch.float64))
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, 1 - 4.67 * exact_log, rtol=1e-15, atol=0)
+    torch.testing.assert_close(gy, -exact_log.reshape(1), rtol=1e-7, atol=0)  # (1 + 1e-8 rounds)
+    assert TF.poisson_nll_loss(x, y, log_input=False).item() == 1.0  # torch's float32 log: 0
+    # full=True with an integer target: the Stirling term in the result's dtype
+    xf = torch.tensor(4.669239022757736, dtype=torch.float64)
+    yi = torch.tensor(9)
+    exact = xf - 9 * torch.log(xf + 1e-8) + 9 * math.log(9) - 9 + 0.5 * math.log(2 * math.pi * 9)
+    torch.testing.assert_close(F.poisson_nll_loss(xf, yi, log_input=False, full=True), exact, rtol=1e-14, atol=0)

@@ -106,8 +106,14 @@ def _numel(shape) -> int:
 
 
 def sum_to(grad: Tensor, like: Tensor) -> Tensor:
-    """Sum a gradient computed on the broadcast shape back to the shape (and dtype) of ``like``."""
+    """Sum a gradient computed on the broadcast shape back to the shape (and dtype) of ``like``.
+
+    An operand of a wider dtype than the gradient (a 0-d float64 operand beside float32 ones) has
+    its gradient summed in its own dtype: converted first, so the sum does not round at the
+    gradient's precision (one conversion, only when a sum and a widening are both needed)."""
     if grad.shape != like.shape:
+        if grad.dtype != like.dtype and torch.promote_types(grad.dtype, like.dtype) == like.dtype:
+            grad = grad.to(like.dtype)
         grad = grad.sum_to_size(like.shape)
     if grad.dtype != like.dtype:
         grad = grad.to(like.dtype)

@@ -75,7 +75,18 @@ def _target_weight(weight: Tensor | None, valid: Tensor, idx: Tensor, cd: int, d
     r""":math:`w_t = v\,w[t]` per position (``valid`` as 0/1 without a weight)."""
     if weight is None:
         return valid.to(dtype)
+    if weight.numel() == 0:  # no classes: every target is ignored (see _pick)
+        return valid.to(dtype)
     return torch.where(valid, opmath(weight).take(idx.squeeze(cd)), 0)
+
+
+def _pick(x: Tensor, cd: int, idx: Tensor) -> Tensor:
+    """``x`` at the target classes, the class dimension dropped. With no classes (``C = 0``, so
+    every target is ``ignore_index``, as the functional layer checked; torch accepts such a call)
+    there is nothing to gather, and the masked values are zeros."""
+    if x.shape[cd] == 0:
+        return x.new_zeros(idx.squeeze(cd).shape)
+    return x.gather(cd, idx).squeeze(cd)
 
 
 def _per_position(grad: Tensor, reduction: int, denominator) -> Tensor:
@@ -158,7 +169,7 @@ class NLLLossFunction(LossFunction):
         cd = _class_dim(input)
         x = opmath(input)
         valid, idx = _targets(input, target, ignore_index)
-        picked = x.gather(cd, idx).squeeze(cd)
+        picked = _pick(x, cd, idx)
         wt = _target_weight(weight, valid, idx, cd, x.dtype)
         loss = torch.where(valid, -picked if weight is None else -(wt * picked), 0)
         return _reduce_by(loss, reduction, wt.sum()).to(input.dtype)
@@ -181,6 +192,8 @@ class NLLLossFunction(LossFunction):
         g = _per_position(opmath(grad), ctx.reduction, _safe_total(wt, valid) if ctx.reduction == R.MEAN else None)
         coef = torch.where(valid, -(wt * g), 0).to(ctx.dtype)
         gx = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+        if gx.shape[cd] == 0:  # no classes (every target ignored): nothing to scatter
+            return gx, None, None, None, None
         if eager_in_place(coef):
             return gx.scatter_(cd, idx, coef.unsqueeze(cd)), None, None, None, None
         gx = gx.scatter(cd, idx, coef.unsqueeze(cd))  # out of place: differentiable in coef
@@ -189,7 +202,7 @@ class NLLLossFunction(LossFunction):
     @staticmethod
     def jvp(ctx, t_input, _t, _w, _r, _i):
         cd, valid, idx, wt = _nll_saved(ctx)
-        picked = opmath(t_input).gather(cd, idx).squeeze(cd)
+        picked = _pick(opmath(t_input), cd, idx)
         t_loss = torch.where(valid, -(wt * picked), 0)
         return _reduce_by(t_loss, ctx.reduction, wt.sum()).to(ctx.dtype)
 
@@ -237,10 +250,13 @@ class CrossEntropyLossFunction(LossFunction):
         # log p = (x - max) - log Σ exp(x - max): a transient N×C buffer, not saved
         logp = _log_softmax(input, cd)
         valid, idx = _targets(input, target, ignore_index)
-        loss = logp.gather(cd, idx).squeeze(cd).neg()
+        loss = _pick(logp, cd, idx).neg()
         wt = _target_weight(weight, valid, idx, cd, logp.dtype)
         if weight is not None:
             loss = loss * wt
+        if smoothing > 0 and logp.shape[cd] == 0:
+            # no classes: torch's smoothing term is 0 * (ε/0) = NaN at every position
+            return torch.full_like(_reduce_by(loss, reduction, 1), torch.nan, dtype=input.dtype)
         if smoothing > 0:
             if weight is not None:
                 logp = logp * _class_view(opmath(weight), input)
@@ -271,6 +287,8 @@ class CrossEntropyLossFunction(LossFunction):
         cd = _class_dim(input)
         x = opmath(input)
         C = x.shape[cd]
+        if C == 0:  # no classes (every target ignored): an empty gradient
+            return torch.zeros_like(input), None, None, None, None, None
         valid, idx = _targets(input, target, ctx.ignore_index)
         wt = _target_weight(weight, valid, idx, cd, x.dtype)
         g = opmath(grad)
@@ -308,10 +326,12 @@ class CrossEntropyLossFunction(LossFunction):
         valid, idx = _targets(input, target, ctx.ignore_index)
         wt = _target_weight(weight, valid, idx, cd, x.dtype)
         mean_dot = (s * tx).sum(cd)  # <s, ẋ>, the tangent of ℓ
-        t_loss = mean_dot - tx.gather(cd, idx).squeeze(cd)
+        t_loss = mean_dot - _pick(tx, cd, idx)
         if weight is not None:
             t_loss = t_loss * wt
-        if eps > 0:
+        if eps > 0 and C == 0:
+            t_loss = torch.full_like(t_loss, torch.nan)  # the loss is NaN (see forward)
+        elif eps > 0:
             if weight is None:
                 t_smooth = C * mean_dot - tx.sum(cd)
             else:

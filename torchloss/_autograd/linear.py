@@ -58,7 +58,9 @@ torch's unfused path), and backward scales them by the upstream gradient. Otherw
 ``torch.func`` transforms, ``torch.compile``, a differentiated backward) backward recomputes the
 logits block by block from the saved inputs, with ordinary differentiable ops, so double backward
 differentiates exactly the formulas above. The per-position :math:`\ell` is saved from the forward
-(``N x D`` values) for first-order backward and ``jvp``; a differentiated backward recomputes it.
+as its two parts :math:`M` and :math:`\log S` (``2 x N x D`` values; backward forms
+:math:`z - \ell` as :math:`(z - M) - \log S`, as the log-softmax does) for first-order backward
+and ``jvp``; a differentiated backward recomputes it.
 
 The streaming parts are public to the package, for ``vocab_parallel_linear_cross_entropy``: each
 rank calls :func:`shard_stats` on its vocabulary shard (``vocab_start`` = its first class),
@@ -68,15 +70,16 @@ combines the statistics over ranks (``Stats.rebase`` to the global maximum, then
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
-from .. import _autocast
+from .. import _autocast, _native
 from .. import _reduction as R
-from ._base import LossFunction, opmath_dtype
+from ._base import LossFunction, constant, opmath_dtype
 
 DEFAULT_BUDGET = 128 << 20  # bytes of block temporaries (see block_plan)
 _wrapped = torch._C._functorch.is_functorch_wrapped_tensor
@@ -106,7 +109,9 @@ def block_plan(rows: int, classes: int, D: int, in_features: int, compute: torch
     classes = max(classes, 1)
     rows_full = (budget - wcol * classes) // (per_elem * classes) if budget > wcol * classes else 0
     if rows_full >= min(rows, 64) and rows_full > 0:
-        return max(1, min(rows, rows_full)), classes
+        rb = max(1, min(rows, rows_full))
+        nb = -(-rows // rb)
+        return (-(-rows // nb) if nb else rb), classes  # (balanced: no small last block)
     rb = max(1, min(rows, 256))
     cb = budget // (per_elem * rb + wcol)
     while cb < 16 and rb > 1:
@@ -160,14 +165,20 @@ def combine_stats(parts: list[Stats]) -> Stats:
     return Stats(M, s, zt, r, rho)
 
 
-def _logits(x: Tensor, w: Tensor, b: Tensor | None, c0: int, c1: int, compute: torch.dtype) -> Tensor:
-    """``(rows, c1 - c0, D)`` logits of classes ``[c0, c1)`` of a ``(C, D, in)`` weight."""
+def _logits(x: Tensor, w: Tensor, b: Tensor | None, c0: int, c1: int, compute: torch.dtype,
+            out: Tensor | None = None) -> Tensor:
+    """``(rows, c1 - c0, D)`` logits of classes ``[c0, c1)`` of a ``(C, D, in)`` weight (written
+    into ``out``, a ``(rows, (c1 - c0) D)`` buffer, when given: eager only)."""
     wb = w[c0:c1]
     cb, D = wb.shape[0], wb.shape[1]
     wb = wb.reshape(cb * D, wb.shape[2])
     if wb.dtype != compute:
         wb = wb.to(compute)
-    z = torch.mm(x, wb.t()) if b is None else torch.addmm(b[c0:c1].reshape(cb * D).to(compute), x, wb.t())
+    if out is not None:
+        z = torch.mm(x, wb.t(), out=out) if b is None else torch.addmm(
+            b[c0:c1].reshape(cb * D).to(compute), x, wb.t(), out=out)
+    else:
+        z = torch.mm(x, wb.t()) if b is None else torch.addmm(b[c0:c1].reshape(cb * D).to(compute), x, wb.t())
     return z.view(x.shape[0], cb, D)
 
 
@@ -300,9 +311,40 @@ class Coefs(NamedTuple):
     r: Tensor | None
 
 
+def _lse_rows(lse, r0: int, r1: int):
+    """Rows ``[r0, r1)`` of ``lse``: a tensor, or the pair ``(M, log S)`` (see :func:`_centred`)."""
+    if isinstance(lse, tuple):
+        return lse[0][r0:r1], lse[1][r0:r1]
+    return lse[r0:r1]
+
+
+def _centred(z: Tensor, lse, in_place: bool = False) -> Tensor:
+    r""":math:`z - \ell` of a ``(rows, cb, D)`` block. ``lse`` is :math:`\ell` ``(rows, D)``, or
+    the pair ``(M, log S)`` with :math:`\ell = M + \log S`: then formed as ``(z - M) - log S``, as
+    the log-softmax is, so that large logits keep their digits (:math:`\ell` rounded first would
+    lose those below its ulp)."""
+    if isinstance(lse, tuple):
+        M, log_s = lse[0].unsqueeze(1), lse[1].unsqueeze(1)
+        return z.sub_(M).sub_(log_s) if in_place else (z - M) - log_s
+    return z.sub_(lse.unsqueeze(1)) if in_place else z - lse.unsqueeze(1)
+
+
+def _distance(lse, z: Tensor, out: Tensor | None = None) -> Tensor:
+    r""":math:`\ell - z` (``-log softmax``) of a block, as :func:`_centred`, optionally into ``out``."""
+    if isinstance(lse, tuple):
+        M, log_s = lse[0].unsqueeze(1), lse[1].unsqueeze(1)
+        if out is not None:
+            return torch.sub(M, z, out=out).add_(log_s)
+        return (M - z) + log_s
+    if out is not None:
+        return torch.sub(lse.unsqueeze(1), z, out=out)
+    return lse.unsqueeze(1) - z
+
+
 def block_grad(z: Tensor, lse: Tensor, co: Coefs, local, inside, r: Tensor | None) -> Tensor:
-    """:math:`G` of one ``(rows, cb, D)`` block (a fresh tensor; ``co``/``lse`` of its rows)."""
-    G = torch.exp(z - lse.unsqueeze(1)) * co.soft.unsqueeze(1)
+    """:math:`G` of one ``(rows, cb, D)`` block (a fresh tensor; ``co``/``lse`` of its rows;
+    ``lse`` may be the pair ``(M, log S)``, see :func:`_centred`)."""
+    G = torch.exp(_centred(z, lse)) * co.soft.unsqueeze(1)
     if r is not None and co.r is not None:
         G = G - co.r.unsqueeze(1) * r
     if co.tgt is not None and local is not None:
@@ -312,7 +354,7 @@ def block_grad(z: Tensor, lse: Tensor, co: Coefs, local, inside, r: Tensor | Non
 
 def _block_grad_(z: Tensor, lse: Tensor, co: Coefs, local, inside, r: Tensor | None) -> Tensor:
     """:func:`block_grad` in place on ``z`` (eager, nothing differentiates it)."""
-    G = z.sub_(lse.unsqueeze(1)).exp_().mul_(co.soft.unsqueeze(1))
+    G = _centred(z, lse, True).exp_().mul_(co.soft.unsqueeze(1))
     if r is not None and co.r is not None:
         G.addcmul_(r, co.r.unsqueeze(1), value=-1)  # no temporary
     if co.tgt is not None and local is not None:
@@ -360,7 +402,7 @@ def shard_grads(x: Tensor, w: Tensor, b: Tensor | None, lse: Tensor, co: Coefs,
         gx_rows, gw_parts, gb_parts, gt_rows, gwt_parts = [], [None] * len(vblocks), [None] * len(vblocks), [], [None] * len(vblocks)
     for r0, r1 in _ranges(N, rb):
         xi = x[r0:r1].to(compute)
-        lse_i = lse[r0:r1]
+        lse_i = _lse_rows(lse, r0, r1)
         co_i = Coefs(co.soft[r0:r1], None if co.tgt is None else co.tgt[r0:r1], None if co.r is None else co.r[r0:r1])
         gxi = None
         gt_blocks = []
@@ -374,9 +416,9 @@ def shard_grads(x: Tensor, w: Tensor, b: Tensor | None, lse: Tensor, co: Coefs,
             if gt_coef is not None or gw_coef is not None:
                 # ℓ - z = -log s; written straight into the target's gradient when eager
                 if in_place and gt_coef is not None:
-                    dist = torch.sub(lse_i.unsqueeze(1), z, out=gt[r0:r1, c0:c1])
+                    dist = _distance(lse_i, z, out=gt[r0:r1, c0:c1])
                 else:
-                    dist = lse_i.unsqueeze(1) - z
+                    dist = _distance(lse_i, z)
                 if gw_coef is not None:
                     part = dist * tsm.tsm_block((r0, r1), c0, c1)
                     part = (part.mul_(gw_coef[r0:r1].unsqueeze(1)) if in_place else part * gw_coef[r0:r1].unsqueeze(1)).sum((0, 2))
@@ -560,7 +602,9 @@ class LinearCrossEntropyFunction(LossFunction):
     ``linear_bias``, ``weight``, the reduction code, ``ignore_index``, the smoothing, whether the
     target holds probabilities, the byte budget and whether an eager forward may form the
     gradients. Outputs ``(loss, lse, gx, gw, gb)``: the reduced loss, the per-position
-    :math:`\ell` (non-differentiable) and, when the forward formed them, the gradients of the
+    :math:`\ell` as the ``(2, N, D)`` pair of the maximum and :math:`\log S` (non-differentiable;
+    the softmax is then formed as ``exp((z - M) - log S)``, which keeps the digits of large
+    logits) and, when the forward formed them, the gradients of the
     reduced loss for a unit upstream gradient (else empty; non-differentiable).
     """
 
@@ -598,7 +642,7 @@ class LinearCrossEntropyFunction(LossFunction):
             if reduction == R.NONE:
                 loss = loss.reshape(_out_shape(input, linear_weight, probs))
             # (three distinct empty tensors: an output returned twice confuses Dynamo)
-            return loss, st.lse(), *(x.new_empty((0,), dtype=compute) for _ in range(3))
+            return loss, _pair(st), *(x.new_empty((0,), dtype=compute) for _ in range(3))
         return _fused(x, w, b, su, reduction, smoothing, probs, budget, need, dtype, compute)
 
     @staticmethod
@@ -633,6 +677,22 @@ class LinearCrossEntropyFunction(LossFunction):
                 pre = _fused(x, w, b, su, ctx.reduction, ctx.smoothing, ctx.probs, ctx.budget,
                              (need_x, need_w, need_b), dtype, compute)[2:]
             gx, gw, gb = pre
+            if gx.dtype in (torch.float16, torch.bfloat16) and not _exact_scale(grad):
+                # G rounded, then scaled and rounded again, would be less accurate than torch's
+                # G: the float32 products instead (the retain_graph pass, without G kept)
+                x, w, b, su, _N, _C, _D, compute, dtype = _prepare(ctx, input, linear_weight, target, linear_bias, weight)
+                gx, gw, gb = _fused(x, w, b, su, ctx.reduction, ctx.smoothing, ctx.probs, ctx.budget,
+                                    (need_x, need_w, need_b), dtype, compute, keep_g=False)[2:]
+            if gx.dtype in (torch.float16, torch.bfloat16):
+                # float16/bfloat16: the forward kept G (N x C D, the input's dtype); the upstream
+                # gradient scales it before the two products, which round their results once
+                G = gx.mul_(grad)
+                K = input.shape[-1]
+                x2 = input.reshape(-1, K)
+                out_x = torch.mm(G, linear_weight.reshape(-1, K)).view(input.shape) if need_x else None
+                out_w = torch.mm(G.t(), x2).view(linear_weight.shape) if need_w else None
+                out_b = _scaled(gb, grad.to(gb.dtype), linear_bias) if need_b else None
+                return out_x, out_w, None, out_b, None, None, None, None, None, None, None
             g = grad.to(gx.dtype)
             # (what backward needs was formed: the forward's inputs required at least that)
             out_x = _scaled(gx, g, input) if need_x else None
@@ -648,6 +708,13 @@ class LinearCrossEntropyFunction(LossFunction):
         return _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t_lw, t_target, t_bias, t_weight)
 
 
+def _exact_scale(grad: Tensor) -> bool:
+    """Whether multiplying by ``grad`` (a CPU scalar: read without a device synchronisation) is
+    exact in any floating dtype: 0 or a power of two (1 above all: ``loss.backward()``)."""
+    v = abs(float(grad))
+    return v == 0.0 or (v != float("inf") and math.frexp(v)[0] == 0.5)
+
+
 def _scaled(buffer: Tensor, g: Tensor, like: Tensor) -> Tensor:
     """A precomputed gradient times the upstream gradient, in place (the buffer is handed out),
     in ``like``'s dtype and shape."""
@@ -661,7 +728,7 @@ def probs_needs_extra(probs, target, weight) -> bool:
     return probs and (target.requires_grad or (weight is not None and weight.requires_grad))
 
 
-def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
+def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, keep_g: bool = True):
     r"""Eager forward that also forms the gradients of the reduced loss (unit upstream gradient),
     one row block at a time: statistics over the vocabulary blocks, then the gradient blocks.
 
@@ -669,14 +736,36 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
     into :math:`e^{z - m}` (giving :math:`s`) and then into :math:`G = a^s e^{z-m}/s - \dots`:
     one logits product, four passes over the block and the two gradient products. Otherwise
     the statistics come from a first pass over the vocabulary blocks and the gradients from a
-    second, which recomputes each block's logits."""
+    second, which recomputes each block's logits.
+
+    Without ``r`` (index targets, no smoothing) a block holds the logits buffer and at most one
+    small temporary, not the three buffers :func:`block_plan` allows for: the plan gets 3/2 of
+    the budget then, i.e. two buffers (larger row blocks: fewer passes over the weight's
+    gradient). With one vocabulary block, ``D = 1`` and no ``r``, ``G = (a / s)(e - s [c = t])``
+    with :math:`e = e^{z - m}`: the row factor ``a / s`` is applied to the ``rows x in``
+    operands and results of the gradient products instead of to the block (one pass less)."""
     N, K = x.shape
     C, D = w.shape[0], w.shape[1]
-    rb, cb = block_plan(N, C, D, K, compute, budget, w.dtype != compute)
+    plain = su.r is None and not probs
+    rb, cb = block_plan(N, C, D, K, compute, budget * 3 // 2 if plain else budget, w.dtype != compute)
+    # float16/bfloat16 on the CPU: when G of every position fits half the budget in the input's
+    # dtype, each block's G (formed in float32) is rounded into it once and returned in place of
+    # the input's gradient; backward scales it by the upstream gradient and runs the two
+    # gradient products once, on the whole G in the input's dtype (the CPU's bfloat16 products
+    # with float32 accumulation: torch's own gradient products, from a more accurate G), instead
+    # of per row block in float32. The rest of the budget plans the float32 blocks.
+    gfull = None
+    if (keep_g and x.dtype != compute and w.dtype == x.dtype and x.device.type == "cpu" and (need[0] or need[1])
+            and 2 * N * C * D <= budget // 2):
+        rest = budget - 2 * N * C * D
+        rb2, cb2 = block_plan(N, C, D, K, compute, rest * 3 // 2 if plain else rest, True)
+        if cb2 == C and cb == C:
+            rb = rb2
+            gfull = x.new_empty((N, C * D), dtype=x.dtype)
     vblocks = _ranges(C, cb)
     need_x, need_w, need_b = need
-    gx = x.new_zeros((N, K), dtype=compute) if need_x else x.new_empty((0,), dtype=compute)
-    gw = w.new_zeros((C * D, K), dtype=compute) if need_w else x.new_empty((0,), dtype=compute)
+    gx = x.new_zeros((N, K), dtype=compute) if need_x and gfull is None else x.new_empty((0,), dtype=compute)
+    gw = w.new_zeros((C * D, K), dtype=compute) if need_w and gfull is None else x.new_empty((0,), dtype=compute)
     gb = w.new_zeros((C * D,), dtype=compute) if need_b else x.new_empty((0,), dtype=compute)
     one = torch.ones((), dtype=compute, device=x.device)
     g_pos = one / su.safe_denom if reduction == R.MEAN else one
@@ -685,6 +774,9 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
         wfull = wfull.to(compute)  # upcast once when it fits the budget, else per block
     w3 = wfull.view(C, D, K)
     losses, lses = [], []
+    # one logits buffer for every row block (a fresh large allocation per block costs its page
+    # faults again: about a sixth of a logits product)
+    buf = x.new_empty((rb * C * D,), dtype=compute) if len(vblocks) == 1 and N > rb else None
     for r0, r1 in _ranges(N, rb):
         xi = x[r0:r1].to(compute)
         idx_i = None if su.idx is None else su.idx[r0:r1]
@@ -692,7 +784,7 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
         su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
         rows = (r0, r1)
         if len(vblocks) == 1:
-            z = _logits(xi, w3, b, 0, C, compute)
+            z = _logits(xi, w3, b, 0, C, compute, None if buf is None else buf[:(r1 - r0) * C * D].view(r1 - r0, C * D))
             loc = _local(idx_i, valid_i, 0, C) if idx_i is not None else (None, None)
             rblk = _r_block(su.r, rows, 0, C)
             m = z.amax(1, keepdim=True)
@@ -705,7 +797,31 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
             e = z.sub_(m).exp_()  # the logits block becomes exp(z - m) ...
             st = Stats(m.squeeze(1), e.sum(1), zt, rr, rho)
             co = _coefs(g_pos.expand(r1 - r0, D), su_i, eps, C, probs, st.rho)
+            if plain and D == 1 and co.tgt is not None and wfull.dtype == compute:
+                # ... and then e - s [c = t], with the row factor a / s kept aside
+                row = (co.soft / st.s).view(r1 - r0, 1)
+                e.scatter_add_(1, loc[0], (-st.s).view(r1 - r0, 1, 1))
+                G2 = e.view(r1 - r0, C)
+                if gfull is not None:
+                    torch.mul(G2, row, out=gfull[r0:r1])
+                    if need_b:
+                        gb.addmv_(G2.t(), row.view(-1))
+                    losses.append(_loss(st, su_i, eps, C, probs))
+                    lses.append(torch.stack((st.m, torch.log(st.s))))
+                    del e, G2, z
+                    continue
+                if need_x:
+                    torch.mm(G2, wfull, out=gx[r0:r1]).mul_(row)
+                if need_w:
+                    gw.addmm_(G2.t(), xi * row)
+                if need_b:
+                    gb.addmv_(G2.t(), row.view(-1))
+                losses.append(_loss(st, su_i, eps, C, probs))
+                lses.append(torch.stack((st.m, torch.log(st.s))))
+                del e, G2, z  # (before the next block's logits exist)
+                continue
             G = e.mul_((co.soft / st.s).unsqueeze(1))  # ... and then G
+            del e
             if rblk is not None and co.r is not None:
                 G.addcmul_(rblk, co.r.unsqueeze(1), value=-1)
             if co.tgt is not None and loc[0] is not None:
@@ -722,8 +838,8 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
             co = _coefs(g_pos.expand(r1 - r0, D), su_i, eps, C, probs, st.rho)
             grads = None
         losses.append(_loss(st, su_i, eps, C, probs))
-        lse_i = st.lse()
-        lses.append(lse_i)
+        lse_i = (st.m, torch.log(st.s))
+        lses.append(torch.stack(lse_i))
         for c0, c1 in vblocks:
             if grads is not None:
                 G = grads.pop()[2]
@@ -732,6 +848,12 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
                 loc = _local(idx_i, valid_i, c0, c1 - c0) if idx_i is not None else (None, None)
                 G = _block_grad_(z, lse_i, co, *loc, _r_block(su.r, rows, c0, c1))
             G2 = G.view(r1 - r0, (c1 - c0) * D)
+            if gfull is not None:
+                gfull[r0:r1].copy_(G2)
+                if need_b:
+                    gb += G2.sum(0)
+                del G, G2, z
+                continue
             if need_x:
                 wb = wfull[c0 * D:c1 * D]
                 gx[r0:r1].addmm_(G2, wb if wb.dtype == compute else wb.to(compute))
@@ -741,11 +863,24 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute):
                 gb[c0 * D:c1 * D] += G2.sum(0)
             del G, G2, z  # (before the next block's logits exist)
     if not losses:
-        loss = lse = x.new_zeros((0, D), dtype=compute)
+        loss = x.new_zeros((0, D), dtype=compute)
+        lse = x.new_zeros((2, 0, D), dtype=compute)
     else:
         loss = torch.cat(losses, 0) if len(losses) != 1 else losses[0]
-        lse = torch.cat(lses, 0) if len(lses) != 1 else lses[0]
+        lse = torch.cat(lses, 1) if len(lses) != 1 else lses[0]
+    if gfull is not None:  # (backward scales G and multiplies: see the Function's backward)
+        gx, gw = gfull, x.new_empty((0,), dtype=compute)
     return _reduce(loss, reduction, su.denom).to(dtype), lse, gx, gw, gb
+
+
+def _pair(st: Stats) -> Tensor:
+    r"""``(2, N, D)``: the maximum and ``log S`` of every position, :math:`\ell` kept in two parts
+    (see :func:`_centred`)."""
+    return torch.stack((st.m, torch.log(st.s)))
+
+
+def _unpair(p: Tensor):
+    return p[0], p[1]
 
 
 def _recompute_lse(ctx, x, w, b, su):
@@ -773,11 +908,10 @@ def _backward(ctx, grad, input, linear_weight, target, linear_bias, weight, lse,
     # the saved ℓ serves a backward that nothing differentiates (eager, or traced by the compiler
     # for a first-order graph); a differentiated backward recomputes it from the inputs
     keep = first or (torch.compiler.is_compiling() and not torch.is_grad_enabled())
-    if keep and lse is not None and lse.numel() == N * D:
-        lse = lse.view(N, D)
+    if keep and lse is not None and lse.numel() == 2 * N * D:
+        lse = (lse[0].view(N, D), lse[1].view(N, D))
     else:  # a differentiated backward (or a fused forward, which keeps no ℓ): recompute
-        st = _recompute_lse(ctx, x, w, b, su)
-        lse = st.lse()
+        lse = _unpair(_pair(_recompute_lse(ctx, x, w, b, su)))
     rho = su.r.rho(*block_plan(N, C, D, x.shape[1], compute, ctx.budget)) if ctx.probs else None
     gp = _per_position(grad, ctx.reduction, su.safe_denom, N, D, compute)
     co = _coefs(gp, su, ctx.smoothing, C, ctx.probs, rho)
@@ -798,10 +932,10 @@ def _backward(ctx, grad, input, linear_weight, target, linear_bias, weight, lse,
 def _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t_lw, t_target, t_bias, t_weight):
     x, w, b, su, N, C, D, compute, dtype = _prepare(ctx, input, linear_weight, target, linear_bias, weight)
     K = x.shape[1]
-    if lse is not None and lse.numel() == N * D:
-        lse = lse.view(N, D)
+    if lse is not None and lse.numel() == 2 * N * D:
+        lse = (lse[0].view(N, D), lse[1].view(N, D))
     else:
-        lse = _recompute_lse(ctx, x, w, b, su).lse()
+        lse = _unpair(_pair(_recompute_lse(ctx, x, w, b, su)))
     eps = ctx.smoothing
     tx = None if t_input is None else t_input.reshape(N, K).to(compute)
     tw = None if t_lw is None else t_lw.reshape(C, D, K).to(compute)
@@ -835,10 +969,10 @@ def _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t
                 local, inside = _local(su.idx[r0:r1], su.valid[r0:r1], c0, cbj)
             rblk = _r_block(su.r, (r0, r1), c0, c1)
             if dz is not None:
-                G = block_grad(z, lse[r0:r1], co_i, local, inside, rblk)
+                G = block_grad(z, _lse_rows(lse, r0, r1), co_i, local, inside, rblk)
                 acc = acc + (G * dz).sum(1)
             if tt is not None or tww is not None:
-                dist = lse[r0:r1].unsqueeze(1) - z
+                dist = _distance(_lse_rows(lse, r0, r1), z)
                 coef = None
                 if tt is not None:
                     coef = (1 - eps) * tt[r0:r1, c0:c1]
@@ -858,3 +992,268 @@ def _jvp(ctx, input, linear_weight, target, linear_bias, weight, lse, t_input, t
     if ctx.reduction == R.NONE:
         out = out.reshape(_out_shape(input, linear_weight, probs))
     return out, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# The lean single-block path (a fast path beside the streamed Function above)
+#
+# When the logits of the whole call fit the byte budget as one block, an eager call (no
+# torch.compile, no torch.func transform, no forward-mode AD, no functorch wrapper) runs the same
+# math in a handful of whole-tensor ops: the log-softmax of the single block (max, exponential
+# sum and log in one primitive, the log-softmax form's accuracy), the loss from it, and, when
+# anything needs a gradient, G (the softmax, exp of the log-softmax, minus the target terms)
+# formed in place and the two gradient products. It is a plain autograd Function that keeps its
+# inputs on ctx (a version check replaces save_for_backward, which costs about as much as the
+# whole small loss): backward scales the precomputed gradients ('mean'/'sum') or G ('none').
+# A backward that is itself differentiated (create_graph) or run under a transform goes to the
+# streamed path's differentiable backward (:func:`_backward`), so double backward differentiates
+# the same formulas; vmap, jvp and compile never reach this Function.
+
+
+def lean_fits(N: int, C: int, D: int, K: int, compute: torch.dtype, upcast: bool, budget: int) -> bool:
+    """Whether the call is one block of :func:`block_plan` (every row, every class) and small
+    enough that its log-softmax, G and one temporary fit ``budget``."""
+    item = 8 if compute == torch.float64 else 4
+    return 3 * item * N * C * D + (4 * C * D * K if upcast else 0) <= budget
+
+
+def _lean_pass(x, w, b, target, weight, reduction, ii, eps, probs, need, compute, C, D):
+    """``(loss, pre)``: the reduced (or per-position) loss in ``compute`` and, when ``need``
+    (input, weight, bias) asks for anything, the gradients of the reduced loss for a unit
+    upstream gradient (``'mean'``/``'sum'``: ``(gx, gw, gb)``) or G per unit upstream gradient
+    (``'none'``: ``(G,)``). ``x`` ``(N, K)``, ``w`` ``(C * D, K)``, ``b`` ``(C * D,)`` or
+    ``None`` in ``compute``; ``weight`` the class weights in ``compute`` or ``None``."""
+    N = x.shape[0]
+    z = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
+    if D != 1:
+        z = z.view(N, C, D)
+    lp = torch.log_softmax(z, 1)  # (N, C) or (N, C, D)
+    grads = need[0] or need[1] or need[2]
+    if probs:
+        tgt = target.reshape(lp.shape)
+        if tgt.dtype != compute:
+            tgt = tgt.to(compute)
+        r = tgt if eps == 0 else tgt.mul(1 - eps).add_(eps / C)
+        if weight is not None:
+            r = r * (weight if D == 1 else weight.view(C, 1))
+        lossp = (r * lp).sum(1).neg_()
+        if reduction == R.MEAN:
+            gp = 1.0 / (N * D)
+            loss = lossp.sum() / (N * D)
+        elif reduction == R.SUM:
+            gp, loss = 1.0, lossp.sum()
+        else:
+            gp, loss = 1.0, lossp
+        if not grads:
+            return loss, None
+        # G = g (rho softmax - r), rho = sum_c r; (g r) summed, so that with one class G is
+        # exactly 0 (as torch's log-softmax backward gives)
+        G = r.mul(-gp)  # -g r, then + softmax (sum_c g r): one fused multiply-add per entry
+        G.addcmul_(lp.exp_(), G.sum(1, keepdim=True).neg_())
+    else:
+        t = target.reshape((N,) if D == 1 else (N, D))
+        if t.dtype != torch.int64:
+            t = t.long()
+        valid = t != ii
+        # (the functional checked every target is in [0, C) or ignore_index)
+        idx = (t if 0 <= ii < C else t.clamp(0, C - 1)).unsqueeze(1)
+        lpt = lp.gather(1, idx).squeeze(1).neg_()  # -log p_t >= 0
+        wt = valid.to(compute) if weight is None else weight.take(idx.squeeze(1)).mul_(valid)
+        # per position: (1 - eps) wt (-lp_t) + (eps / C) v sum_c r_c (-lp_c); an ignored position is 0
+        # whatever its logits (a where, not a product: NaN or inf logits stay out of the loss)
+        lossp = torch.where(valid, lpt if weight is None else lpt.mul_(wt), 0)
+        if eps > 0:
+            sr = lp.sum(1) if weight is None else (torch.mv(lp, weight) if D == 1 else torch.matmul(weight, lp))
+            lossp = lossp.mul_(1 - eps).add_(torch.where(valid, sr.neg_(), 0), alpha=eps / C)
+        if reduction == R.MEAN:
+            denom = wt.sum()
+            loss = lossp.sum().div_(denom)
+            safe = denom.clamp_min(1) if weight is None else denom + valid.logical_not().all()
+            gp = safe.reciprocal()
+        elif reduction == R.SUM:
+            loss, gp = lossp.sum(), None
+        else:
+            loss, gp = lossp, None
+        if not grads:
+            return loss, None
+        # G = a_s softmax - a_t [c = t] - a_r r, a_t = g (1 - eps) wt, a_r = g v eps / C,
+        # a_s = a_t + a_r sum_c r_c
+        at = wt if gp is None else wt * gp
+        G = lp.exp_()
+        if eps == 0:
+            G.scatter_add_(1, idx, constant(-1.0, compute, G.device).expand(idx.shape))
+            G.mul_(at.unsqueeze(1))
+        else:
+            at = at * (1 - eps)
+            ar = valid.to(compute).mul_(eps / C)
+            if gp is not None:
+                ar.mul_(gp)
+            rsum = C if weight is None else weight.sum()
+            a_s = (at + ar * rsum).unsqueeze(1)
+            pt = G.gather(1, idx)
+            G.mul_(a_s)
+            if weight is None:
+                G.sub_(ar.unsqueeze(1))
+            else:
+                G.addcmul_(weight if D == 1 else weight.view(C, 1), ar.unsqueeze(1), value=-1)
+            # the target's entry in one piece, a_s p_t - (a_t + a_r r_t): with one class it is
+            # then exactly 0 (a_s is that same sum), as torch's log-softmax backward gives
+            rt = 1.0 if weight is None else weight.take(idx)
+            G.scatter_(1, idx, pt.mul_(a_s).sub_(at.unsqueeze(1) + ar.unsqueeze(1) * rt))
+    if reduction == R.NONE:
+        return loss, (G,)
+    G2 = G.view(N, C * D)
+    gx = torch.mm(G2, w) if need[0] else None
+    gw = torch.mm(G2.t(), x) if need[1] else None
+    gb = G2.sum(0) if need[2] else None
+    return loss, (gx, gw, gb)
+
+
+def _lean_operands(input, linear_weight, target, linear_bias, weight, probs):
+    """``x (N, K)``, ``w (C * D, K)``, ``b``, the class weights, in the computation dtype, and
+    ``(compute, dtype, C, D)``."""
+    dtype = input.dtype
+    if probs:
+        dtype = torch.promote_types(dtype, target.dtype)
+        if weight is not None:
+            dtype = torch.promote_types(dtype, weight.dtype)
+    compute = opmath_dtype(dtype)
+    x = input if input.dim() == 2 else input.unsqueeze(0)
+    C, K = linear_weight.shape[0], linear_weight.shape[-1]
+    w = linear_weight if linear_weight.dim() == 2 else linear_weight.reshape(-1, K)
+    D = w.shape[0] // C if C else 1
+    b = None if linear_bias is None else linear_bias.reshape(-1)
+    if x.dtype != compute:
+        x = x.to(compute)
+    if w.dtype != compute:
+        w = w.to(compute)
+    if b is not None and b.dtype != compute:
+        b = b.to(compute)
+    wv = None if weight is None else (weight if weight.dtype == compute else weight.to(compute))
+    return x, w, b, wv, compute, dtype, C, D
+
+
+class LinearCrossEntropyLean(torch.autograd.Function):
+    """The lean single-block path (see the section comment above). Arguments as
+    :class:`LinearCrossEntropyFunction`'s, with the loss's result dtype last; one output."""
+
+    @staticmethod
+    def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs,
+                budget, out_dtype):
+        need = ctx.needs_input_grad
+        need = (need[0], need[1], need[3])
+        x, w, b, wv, compute, _dtype, C, D = _lean_operands(input, linear_weight, target, linear_bias, weight, probs)
+        loss, pre = _lean_pass(x, w, b, target, wv, reduction, ignore_index, smoothing, probs, need, compute, C, D)
+        ctx.reduction, ctx.ignore_index, ctx.smoothing, ctx.probs, ctx.budget = reduction, ignore_index, smoothing, probs, budget
+        ctx.pre = pre
+        ctx.inputs = (input, linear_weight, target, linear_bias, weight)
+        ctx.versions = tuple(None if t is None else t._version for t in ctx.inputs)
+        if reduction == R.NONE:
+            loss = loss.reshape(_out_shape(input, linear_weight, probs))
+        return loss if loss.dtype == out_dtype else loss.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, linear_weight, target, linear_bias, weight = ctx.inputs
+        need_x, need_w, need_t, need_b, need_weight = ctx.needs_input_grad[:5]
+        first = _first_order(grad, input, linear_weight)
+        pre, ctx.pre = ctx.pre, None
+        if pre is None or not first:
+            for t, v in zip(ctx.inputs, ctx.versions):
+                if t is not None and t._version != v:
+                    raise RuntimeError(
+                        "one of the variables needed for gradient computation has been modified by an inplace "
+                        "operation: an input of linear_cross_entropy is at version "
+                        f"{t._version}; expected version {v} instead."
+                    )
+        if not first or (ctx.probs and (need_t or need_weight)):
+            return _backward(ctx, grad, input, linear_weight, target, linear_bias, weight, None,
+                             (need_x, need_w, need_b, need_t and ctx.probs, need_weight and ctx.probs))
+        if pre is None:  # a second backward (retain_graph): the same pass again, the same bits
+            x, w, b, wv, compute, _dtype, C, D = _lean_operands(input, linear_weight, target, linear_bias, weight,
+                                                                ctx.probs)
+            pre = _lean_pass(x, w, b, target, wv, ctx.reduction, ctx.ignore_index, ctx.smoothing, ctx.probs,
+                             (need_x, need_w, need_b), compute, C, D)[1]
+        if ctx.reduction != R.NONE:
+            gx, gw, gb = pre
+            g = grad if grad.dtype == (gx if gx is not None else gw if gw is not None else gb).dtype else grad.to(
+                (gx if gx is not None else gw if gw is not None else gb).dtype)
+            return (_scaled(gx, g, input) if need_x else None, _scaled(gw, g, linear_weight) if need_w else None,
+                    None, _scaled(gb, g, linear_bias) if need_b else None, None, None, None, None, None, None, None)
+        (G,) = pre
+        N = G.shape[0]
+        CD = linear_weight.numel() // linear_weight.shape[-1]
+        g = grad.reshape(N, *G.shape[2:]).to(G.dtype).unsqueeze(1)
+        G2 = G.mul_(g).view(N, CD)
+        x, w, _b, _wv, compute, _dtype, _C, _D = _lean_operands(input, linear_weight, target, None, weight, ctx.probs)
+        out_x = torch.mm(G2, w).to(input.dtype).view(input.shape) if need_x else None
+        out_w = torch.mm(G2.t(), x).to(linear_weight.dtype).view(linear_weight.shape) if need_w else None
+        out_b = G2.sum(0).to(linear_bias.dtype).view(linear_bias.shape) if need_b else None
+        return out_x, out_w, None, out_b, None, None, None, None, None, None, None
+
+
+_backward_plain = LinearCrossEntropyLean.backward
+LinearCrossEntropyLean.backward = staticmethod(_autocast.without_autocast(_backward_plain))
+_lean_apply = super(torch.autograd.Function, LinearCrossEntropyLean).apply
+
+
+def lean(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs, budget,
+         precompute):
+    """The loss through :class:`LinearCrossEntropyLean` when the call qualifies (eager, one block
+    within the budget, gradients precomputed), else ``None`` (the streamed Function takes it)."""
+    if not precompute or torch.compiler.is_compiling() or _transforms_active() or _fwad._current_level != -1:
+        return None
+    for t in (input, linear_weight, target, linear_bias, weight):
+        if t is not None and (_wrapped(t) or _legacy_batched(t)):
+            return None
+    if probs and (target.requires_grad or (weight is not None and weight.requires_grad)):
+        return None
+    dtype = input.dtype if not probs else torch.promote_types(input.dtype, target.dtype)
+    if probs and weight is not None:
+        dtype = torch.promote_types(dtype, weight.dtype)
+    compute = opmath_dtype(dtype)
+    shape = linear_weight.shape
+    C, K = shape[0], shape[-1]
+    D = 1
+    for d in shape[1:-1]:
+        D *= d
+    N = input.shape[0] if input.dim() == 2 else 1
+    if N == 0 or C == 0 or not lean_fits(N, C, D, K, compute, linear_weight.dtype != compute, budget):
+        return None
+    kernels = _native.module
+    if (
+        kernels is not None
+        and not probs
+        and input.dim() == 2
+        and linear_weight.dim() == 2
+        and compute == input.dtype
+        and (compute == torch.float32 or compute == torch.float64)
+        and target.dim() == 1
+        and target.dtype == torch.int64
+        and _native.eager(input, linear_weight, target)
+        and input.is_contiguous()
+        and linear_weight.is_contiguous()
+        and target.is_contiguous()
+        and (linear_bias is None or (linear_bias.dtype == compute and linear_bias.is_contiguous() and linear_bias.is_cpu))
+        and (weight is None or (weight.dtype == compute and weight.is_contiguous() and weight.is_cpu))
+        and _autocast.result_dtype(dtype) == dtype
+    ):
+        try:
+            return kernels.linear_cross_entropy_block(input, linear_weight, linear_bias, target, weight, reduction,
+                                                      ignore_index, smoothing)
+        except (RuntimeError, AttributeError):  # (a kernel that refuses: the Python path)
+            pass
+    return _lean_apply(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs,
+                       budget, _autocast.result_dtype(dtype))
+
+
+def _native_reference(t, s):
+    """The loss the native block kernel's create_graph backward differentiates: the streamed
+    Function (recomputing, differentiable) on the kernel's saved arguments."""
+    b = t[2] if t[2].numel() > 0 else None
+    weight = t[4] if t[4].numel() > 0 else None
+    return LinearCrossEntropyFunction.apply(t[0], t[1], t[3], b, weight, int(s[0]), int(s[1]), s[2], False,
+                                            DEFAULT_BUDGET, True)[0]
+
+
+_native.REFERENCES["linear_cross_entropy"] = _native_reference

@@ -146,6 +146,8 @@ def _pullback(partial: Tensor, g: Tensor, shape: torch.Size, like: Tensor) -> Te
     if grad.shape != shape:
         grad = grad.expand(shape)
     if grad.shape != like.shape:
+        if grad.dtype != like.dtype and torch.promote_types(grad.dtype, like.dtype) == like.dtype:
+            grad = grad.to(like.dtype)  # a wider operand (0-d float64): summed in its own dtype
         grad = grad.sum_to_size(like.shape)
     if grad.is_complex() and not like.is_complex():
         grad = grad.real
@@ -352,6 +354,8 @@ def _clamp_straight_through(v: Tensor, eps: float) -> Tensor:
     exactly ``eps`` (as ``clamp`` does in forward) yet differentiate as ``v``. The ``x +
     (clamp(x) - x).detach()`` idiom would not be exact: ``v + (eps - v)`` need not round to eps.
     """
+    if eps != eps:  # a NaN eps: torch's clamp makes every entry NaN
+        return (v - v.detach()) + eps
     return torch.where(v < eps, (v - v.detach()) + eps, v)
 
 
@@ -674,7 +678,12 @@ class KLDivLossFunction(LossFunction):
                 if gx.shape != shape:
                     gx = gx.expand(shape)
             if need_y:
-                gy = _pullback(_kl_dy(_up(input, c), y, ctx.log_target), g, shape, target)
+                # a target wider than the loss (a 0-d float64 one) gets its gradient in its dtype
+                cy = target.dtype if target.dtype in (torch.float64, torch.complex128) else c
+                if cy != c:
+                    gy = _pullback(_kl_dy(_up(input, cy), _up(target, cy), ctx.log_target), g.to(cy), shape, target)
+                else:
+                    gy = _pullback(_kl_dy(_up(input, c), y, ctx.log_target), g, shape, target)
         if gx is not None:
             gx = gx if gx.shape == x_shape else gx.sum_to_size(x_shape)
             gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)

@@ -162,6 +162,8 @@ def _plain_apply(plain: Dispatch, input: Tensor, target: Tensor, code: int) -> T
 
 def _require_tensors(fn: str, input, target, weight) -> None:
     # torch's argument parser: input, target and weight (or None) must be tensors (TypeError)
+    if type(input) is Tensor and type(target) is Tensor and (weight is None or type(weight) is Tensor):
+        return  # (the usual case in one test: a small batch's step counts each call)
     _require_tensor(fn, "input", 1, input)
     _require_tensor(fn, "target", 2, target)
     if weight is not None:
@@ -219,6 +221,13 @@ def _check_index_targets(fn: str, input: Tensor, target: Tensor, weight: Tensor 
         raise RuntimeError(
             f"{fn}: expected target dtype to be Long or Byte (int64 or uint8 class indices), "
             f"but got {_name(target)}"
+        )
+    if input.dim() == 2 and target.dim() == 0:
+        # (an empty batch against a 0-d target: the batch sizes agree, then torch's kernel takes
+        # the target's size(0))
+        raise IndexError(
+            "Dimension specified as 0 but tensor has no dimensions (a 0-d target of an input of "
+            f"shape {list(input.shape)})"
         )
     _check_class_weight(fn, input, weight, prefix="")
     if not input.is_floating_point():
@@ -370,8 +379,11 @@ def cross_entropy(
                 "(Dimension specified as 1 but tensor has no dimensions)"
             )
         _check_class_weight("cross_entropy", input, weight, prefix="cross_entropy: ")
-        if not input.is_floating_point():
+        # (torch's log-softmax checks the input's dtype only when there is an element to compute:
+        # an empty integer or bool input gives an empty loss of the promoted dtype)
+        if not input.is_floating_point() and input.numel() > 0:
             raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
+        _check_complex_log_softmax(input)
         _check_smoothing(smoothing)
         return _ce_probs(input, target, weight, code, smoothing)
     if not smoothing and weight is None:
@@ -390,19 +402,43 @@ def cross_entropy(
             "cross_entropy: a 0-dimensional input has no class dimension "
             "(Dimension out of range (expected to be in range of [-1, 0], but got 1))"
         )
-    if not input.is_floating_point():
+    if not input.is_floating_point() and input.numel() > 0:
+        # (torch's log-softmax; for an empty input the NLL's checks come first)
         raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
+    _check_complex_log_softmax(input)
     _check_index_targets("cross_entropy", input, target, weight)
     _check_spatial_target_dtype("cross_entropy", input, target, code)
-    if smoothing and weight is not None and target.dtype == torch.uint8:
-        # torch's smoothing term gathers the class weights at the targets: uint8 is no index
-        raise RuntimeError(
-            "cross_entropy: gather(): Expected dtype int32/int64 for index (uint8 targets with "
-            "class weights and label smoothing)"
-        )
     _not_differentiable("nll_loss_forward", "weight", weight)
     _check_class_range(target, _n_classes(input), ignore_index)
+    if smoothing and weight is not None and target.dtype == torch.uint8 and code == R.MEAN:
+        _check_uint8_smoothing_mean(target, ignore_index)
     return _ce(input, target, weight, code, ignore_index, smoothing)
+
+
+def _check_complex_log_softmax(input: Tensor) -> None:
+    """torch's log-softmax of an (empty: else its dtype check came first) complex input that
+    requires grad: autograd refuses the complex output (a RuntimeError, before the NLL's checks)."""
+    if input.is_complex() and input.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            "cross_entropy: _log_softmax does not support automatic differentiation for outputs "
+            "with complex dtype (a complex input that requires grad)"
+        )
+
+
+def _check_uint8_smoothing_mean(target: Tensor, ignore_index: int) -> None:
+    """torch's ``'mean'`` of the smoothing term divides by the class weights gathered at the
+    non-ignored targets (after its NLL's checks): a uint8 index is refused by ``gather``, unless
+    there is no such target (an empty index is not checked). ``'sum'``/``'none'`` gather nothing.
+    The targets are read on the host on the CPU (as the range check does); elsewhere any
+    non-empty target counts."""
+    if target.numel() == 0:
+        return
+    if _on_host(target) and not bool((_unwrap_functorch(target).long() != ignore_index).any()):
+        return
+    raise RuntimeError(
+        "cross_entropy: gather(): Expected dtype int32/int64 for index (uint8 targets with class "
+        "weights, label smoothing and reduction='mean')"
+    )
 
 
 def _is_dtensor(x) -> bool:

@@ -10,6 +10,7 @@ from torch import Tensor
 from .. import _reduction as R
 from .._autograd._base import Dispatch
 from .._autograd.linear import DEFAULT_BUDGET, LinearCrossEntropyFunction
+from .._autograd.linear import lean as _lean
 from ._common import _not_differentiable
 from .classification import (
     _check_class_range,
@@ -18,6 +19,7 @@ from .classification import (
     _check_smoothing,
     _require_int,
 )
+from .pair import _require_float
 
 _lce = Dispatch(LinearCrossEntropyFunction)
 
@@ -130,19 +132,30 @@ def linear_cross_entropy(
             f"self and mat2 must have the same dtype (linear_bias and linear_weight), but got "
             f"{_dt(linear_bias)} and {_dt(linear_weight)}"
         )
-    # cross_entropy's checks, on the logits' shape
+    # cross_entropy's argument parser (reduction, then weight, ignore_index, label_smoothing by
+    # position), then its checks, on the logits' shape
     code = R.get_enum(reduction)
+    if weight is not None and not isinstance(weight, Tensor):
+        raise TypeError(
+            f"cross_entropy_loss(): argument 'weight' (position 3) must be Tensor, not {type(weight).__name__}"
+        )
     if type(ignore_index) is not int:
         ignore_index = _require_int("cross_entropy_loss", "ignore_index", 5, ignore_index)
-    smoothing = float(label_smoothing) if label_smoothing > 0 else 0.0
-    logits = torch.empty(logits_shape, dtype=input.dtype, device="meta")
+    if type(label_smoothing) is not float:
+        label_smoothing = _require_float("cross_entropy_loss", "label_smoothing", 6, label_smoothing)
+    smoothing = label_smoothing if label_smoothing > 0 else 0.0
     if probs:
         if not target.is_floating_point():
             raise RuntimeError(
                 "cross_entropy: Expected floating point type for target with class probabilities "
                 f"(a target of the logits' shape), got {_dt(target)}"
             )
-        _check_class_weight("cross_entropy", logits, weight, prefix="cross_entropy: ")
+        if weight is not None:
+            _check_class_weight("cross_entropy", _meta(logits_shape, input), weight, prefix="cross_entropy: ")
+            if weight.is_complex():  # (torch returns a complex "loss" here: see docs/differences.md)
+                raise NotImplementedError(
+                    f"linear_cross_entropy: expected real class weights (weight), got {_dt(weight)}"
+                )
         if not input.is_floating_point():
             raise NotImplementedError(f"linear_cross_entropy: expected a floating-point input, got {_dt(input)}")
         _check_smoothing(smoothing)
@@ -150,12 +163,41 @@ def linear_cross_entropy(
         _check_smoothing(smoothing)
         if not input.is_floating_point():
             raise NotImplementedError(f"linear_cross_entropy: expected a floating-point input, got {_dt(input)}")
-        _check_index_targets("cross_entropy", logits, target, weight)
-        _not_differentiable("nll_loss_forward", "weight", weight)
-        _check_class_range(target, num_classes, ignore_index)
+        if not (weight is None and input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
+                and target.shape[0] == input.shape[0]):
+            # (the common case above passes every one of these checks)
+            if (input.dim() == 2 and input.shape[0] == 0 and target.dim() == 0 and not out_features
+                    and target.dtype in (torch.int64, torch.uint8)):
+                # torch's batch check passes (0 == 0) and then reads the 0-d target's size(0)
+                raise IndexError("Dimension specified as 0 but tensor has no dimensions")
+            _check_index_targets("cross_entropy", _meta(logits_shape, input), target, weight)
+            _not_differentiable("nll_loss_forward", "weight", weight)
+        _check_range(target, num_classes, ignore_index)
+    out = _lean(input, linear_weight, target, linear_bias, weight, code, ignore_index, smoothing, probs,
+                opts.memory_budget, opts.precompute_gradients)
+    if out is not None:
+        return out
     out = _lce(input, linear_weight, target, linear_bias, weight, code, ignore_index, smoothing, probs,
                opts.memory_budget, opts.precompute_gradients)
     return out[0]
+
+
+def _meta(shape, like: Tensor) -> Tensor:
+    return torch.empty(shape, dtype=like.dtype, device="meta")
+
+
+def _check_range(target: Tensor, n_classes: int, ignore_index: int) -> None:
+    """:func:`_check_class_range`, with one ``aminmax`` for the usual CPU call whose targets are
+    all classes (the full check, and its message, when any is not)."""
+    if (type(target) is Tensor and target.device.type == "cpu" and target.numel() > 0
+            and not torch.compiler.is_compiling() and not _wrapped(target)):
+        lo, hi = torch.aminmax(target)
+        if 0 <= int(lo) and int(hi) < n_classes:
+            return
+    _check_class_range(target, n_classes, ignore_index)
+
+
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def _dt(t: Tensor) -> str:

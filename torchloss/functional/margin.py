@@ -182,9 +182,6 @@ def multi_margin_loss(
         and target.is_contiguous()
         and (weight is None or weight.is_contiguous())
         and (native.eager(input, target) if weight is None else native.eager(input, target, weight))
-        # (the kernel multiplies every term by an infinite weight, inactive ones too: inf * 0;
-        # the reference takes those few calls; one host read of C weights on the CPU)
-        and (weight is None or bool(weight.isfinite().all()))
     ):
         # the native kernel (see torchloss/_native); it runs the range check below itself, with
         # the same message

@@ -170,19 +170,27 @@ def gaussian_nll_loss(
     if isinstance(var, Tensor):
         unsqueeze = _gaussian_var_shape(input, var)
         var_shape = var.shape + (1,) if unsqueeze else var.shape
+    # a bad target fails where torch first uses it, (input - target), after the var checks
+    target_error = None
     if not isinstance(target, Tensor) and isinstance(input, Tensor):
         # torch's formula takes a Python number as target (a constant)
         if isinstance(target, bool):
-            raise RuntimeError("gaussian_nll_loss: a bool target cannot be subtracted (torch refuses it)")
-        if not isinstance(target, (int, float, complex)):
-            raise TypeError(f"gaussian_nll_loss(): target must be a Tensor or a number, not {type(target).__name__}")
-        dtype = input.dtype if (input.is_floating_point() or input.is_complex()) else None
-        if isinstance(target, complex) and not input.is_complex():
-            if input.dtype in (torch.float16, torch.bfloat16):
-                # torch's (input - target) ** 2 is complex32 there, whose pow torch lacks
-                raise NotImplementedError("gaussian_nll_loss: a complex target of a half-precision input")
-            dtype = None
-        target = torch.tensor(target, dtype=dtype, device=input.device)
+            target_error = RuntimeError("gaussian_nll_loss: a bool target cannot be subtracted (torch refuses it)")
+        elif not isinstance(target, (int, float, complex)):
+            target_error = TypeError(
+                f"gaussian_nll_loss(): target must be a Tensor or a number, not {type(target).__name__}"
+            )
+        elif isinstance(target, complex) and not input.is_complex() and input.dtype == torch.float16:
+            # torch's (input - target) ** 2 is complex32 there, whose pow torch lacks
+            # (bfloat16 has no complex partner: its difference is complex64, computed)
+            target_error = NotImplementedError("gaussian_nll_loss: a complex target of a half-precision input")
+        else:
+            dtype = input.dtype if (input.is_floating_point() or input.is_complex()) else None
+            if isinstance(target, complex) and not input.is_complex():
+                dtype = None
+            target = torch.tensor(target, dtype=dtype, device=input.device)
+        if target_error is not None:
+            target = torch.empty(input.shape, device=input.device)  # (a stand-in for the checks below)
     _require_reduction_string("gaussian_nll_loss", reduction)
     if reduction not in _PLAIN_REDUCTIONS:
         raise ValueError(f"{reduction} is not valid (reduction must be 'none', 'mean' or 'sum')")
@@ -204,6 +212,19 @@ def gaussian_nll_loss(
         raise RuntimeError(f"gaussian_nll_loss: eps must be a real number, got {eps!r}")
     if isinstance(eps, str):
         raise TypeError("gaussian_nll_loss(): eps must be a real number, not str")
+    if isinstance(eps, Tensor) and eps.shape != var_shape:
+        try:
+            ok = torch.broadcast_shapes(var_shape, eps.shape) == var_shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            # torch clamps var in place with ``min=eps``: eps must broadcast to var's shape
+            raise RuntimeError(
+                f"gaussian_nll_loss: output with shape {list(var_shape)} doesn't match the broadcast "
+                f"shape of var and eps (eps of shape {list(eps.shape)})"
+            )
+    if target_error is not None:
+        raise target_error
     return _gaussian(input, target, var, unsqueeze, bool(full), float(eps), code)
 
 

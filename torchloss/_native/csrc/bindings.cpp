@@ -31,6 +31,9 @@ __attribute__((weak)) void register_regression(py::module& m);
 __attribute__((weak)) void register_margin(py::module& m);
 __attribute__((weak)) void register_multilabel(py::module& m);
 __attribute__((weak)) void register_ctc(py::module& m);
+// (declared here, not in common.h: only bindings.cpp calls it)
+void register_linear(py::module& m);
+__attribute__((weak)) void register_linear(py::module& m);
 
 }  // namespace torchloss
 
@@ -42,7 +45,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   for (auto reg : {&torchloss::register_classification, &torchloss::register_binary,
                    &torchloss::register_regression, &torchloss::register_margin,
-                   &torchloss::register_multilabel, &torchloss::register_ctc}) {
+                   &torchloss::register_multilabel, &torchloss::register_ctc,
+                   &torchloss::register_linear}) {
     if (reg != nullptr) reg(m);
   }
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace torchloss {
 
@@ -392,15 +393,66 @@ inline std::vector<scalar_t> general_coefficients(const at::Tensor& grad, const 
   return a;
 }
 
+// `grad` in the dtype of `input` (no dispatch when it already is: the usual case).
+inline at::Tensor in_dtype(const at::Tensor& grad, const at::Tensor& input) {
+  return grad.scalar_type() == input.scalar_type() ? grad : grad.to(input.scalar_type());
+}
+
+// 'mean' or 'sum' of the per-row losses l. With label smoothing, torch divides its two terms by
+// D separately, so a D of 0 gives NaN (the first term's 0/0) even where the smoothing term's sum
+// is not 0 (`smoothing`: cross entropy with eps > 0).
 template <typename scalar_t>
-inline scalar_t general_reduce(const std::vector<double>& l, const std::vector<scalar_t>& wt, int64_t reduction) {
+inline scalar_t general_reduce(const std::vector<double>& l, const std::vector<scalar_t>& wt, int64_t reduction,
+                               bool smoothing = false) {
   double total = 0, D = 0;
   for (size_t n = 0; n < l.size(); ++n) {
     total += l[n];
     D += static_cast<double>(wt[n]);
   }
-  return static_cast<scalar_t>(reduction == kMean ? total / D : total);
+  if (reduction != kMean) return static_cast<scalar_t>(total);
+  if (smoothing && D == 0) return std::numeric_limits<scalar_t>::quiet_NaN();
+  return static_cast<scalar_t>(total / D);
 }
+
+// What the forward of a weighted kernel (CrossEntropyWeighted, NLLWeighted) saves and its
+// backward reads: the input, the target, the weight (undefined when absent: the forward gets an
+// empty tensor, see cross_entropy_weighted), the reduction, ignore_index and, for cross entropy,
+// the label smoothing (negative: none, NLL).
+struct WeightedSaved {
+  at::Tensor input, target, weight;
+  int64_t reduction = kMean, ignore_index = -100;
+  double smoothing = -1;
+
+  static void save(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target, const at::Tensor& weight,
+                   int64_t reduction, int64_t ignore_index, double smoothing = -1) {
+    if (weight.numel() > 0) ctx->save_for_backward({input, target, weight});
+    else ctx->save_for_backward({input, target});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    if (smoothing >= 0) ctx->saved_data["smoothing"] = smoothing;
+  }
+
+  static WeightedSaved load(AutogradContext* ctx) {
+    WeightedSaved r;
+    auto saved = ctx->get_saved_variables();
+    r.input = saved[0];
+    r.target = saved[1];
+    if (saved.size() > 2) r.weight = saved[2];
+    r.reduction = ctx->saved_data["reduction"].toInt();
+    r.ignore_index = ctx->saved_data["ignore_index"].toInt();
+    if (ctx->saved_data.count("smoothing")) r.smoothing = ctx->saved_data["smoothing"].toDouble();
+    return r;
+  }
+
+  // The backward of the Python reference `name` at these saved values (see hand_over).
+  variable_list reference(const char* name, const at::Tensor& grad, size_t n_args) const {
+    std::vector<at::Tensor> tensors = {input, target};
+    if (weight.defined()) tensors.push_back(weight);
+    std::vector<double> scalars = {static_cast<double>(reduction), static_cast<double>(ignore_index)};
+    if (smoothing >= 0) scalars.push_back(smoothing);
+    return reference_backward(name, tensors, scalars, grad, n_args);
+  }
+};
 
 }  // namespace
 
@@ -443,34 +495,22 @@ struct CrossEntropyWeighted : public torch::autograd::Function<CrossEntropyWeigh
         scalar_t* o = out.data_ptr<scalar_t>();
         for (int64_t n = 0; n < N; ++n) o[n] = static_cast<scalar_t>(l[n]);
       } else {
-        *out.data_ptr<scalar_t>() = general_reduce(l, wt, reduction);
+        *out.data_ptr<scalar_t>() = general_reduce(l, wt, reduction, eps > 0);
       }
     });
-    if (has_w) ctx->save_for_backward({input, target, weight});
-    else ctx->save_for_backward({input, target});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["ignore_index"] = ignore_index;
-    ctx->saved_data["smoothing"] = smoothing;
+    WeightedSaved::save(ctx, input, target, weight, reduction, ignore_index, smoothing);
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const size_t n_args = 6;
     if (!ctx->needs_input_grad(0)) return variable_list(n_args);
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& target = saved[1];
-    const at::Tensor weight = saved.size() > 2 ? saved[2] : at::Tensor();
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
-    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
-    const double eps = ctx->saved_data["smoothing"].toDouble();
+    const WeightedSaved sv = WeightedSaved::load(ctx);
+    const at::Tensor &input = sv.input, &target = sv.target, &weight = sv.weight;
+    const int64_t reduction = sv.reduction, ignore_index = sv.ignore_index;
+    const double eps = sv.smoothing;
     const at::Tensor& grad = grads[0];
-    if (hand_over(grad)) {
-      std::vector<at::Tensor> tensors = {input, target};
-      if (weight.defined()) tensors.push_back(weight);
-      return reference_backward("cross_entropy_weighted", tensors,
-                                {static_cast<double>(reduction), static_cast<double>(ignore_index), eps}, grad, n_args);
-    }
+    if (hand_over(grad)) return sv.reference("cross_entropy_weighted", grad, n_args);
     const int64_t N = input.size(0), C = input.size(1);
     at::Tensor gx = at::empty({N, C}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_cross_entropy_weighted_backward", [&] {
@@ -479,7 +519,7 @@ struct CrossEntropyWeighted : public torch::autograd::Function<CrossEntropyWeigh
       const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
       std::vector<scalar_t> wt;
       general_targets(t, w, N, C, ignore_index, wt);
-      const std::vector<scalar_t> a = general_coefficients(grad.to(input.scalar_type()), t, wt, N, ignore_index, reduction);
+      const std::vector<scalar_t> a = general_coefficients(in_dtype(grad, input), t, wt, N, ignore_index, reduction);
       double W = 0;
       if (w != nullptr) {
         for (int64_t c = 0; c < C; ++c) W += static_cast<double>(w[c]);
@@ -540,29 +580,18 @@ struct NLLWeighted : public torch::autograd::Function<NLLWeighted> {
         l[n] = t[n] == ignore_index ? 0.0 : -static_cast<double>(wt[n] * x[n * C + t[n]]);
       *out.data_ptr<scalar_t>() = general_reduce(l, wt, reduction);
     });
-    if (has_w) ctx->save_for_backward({input, target, weight});
-    else ctx->save_for_backward({input, target});
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["ignore_index"] = ignore_index;
+    WeightedSaved::save(ctx, input, target, weight, reduction, ignore_index);
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const size_t n_args = 5;
     if (!ctx->needs_input_grad(0)) return variable_list(n_args);
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& target = saved[1];
-    const at::Tensor weight = saved.size() > 2 ? saved[2] : at::Tensor();
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
-    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const WeightedSaved sv = WeightedSaved::load(ctx);
+    const at::Tensor &input = sv.input, &target = sv.target, &weight = sv.weight;
+    const int64_t reduction = sv.reduction, ignore_index = sv.ignore_index;
     const at::Tensor& grad = grads[0];
-    if (hand_over(grad)) {
-      std::vector<at::Tensor> tensors = {input, target};
-      if (weight.defined()) tensors.push_back(weight);
-      return reference_backward("nll_weighted", tensors, {static_cast<double>(reduction), static_cast<double>(ignore_index)},
-                                grad, n_args);
-    }
+    if (hand_over(grad)) return sv.reference("nll_weighted", grad, n_args);
     const int64_t N = input.size(0), C = input.size(1);
     at::Tensor gx = at::zeros({N, C}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "torchloss_nll_weighted_backward", [&] {
@@ -570,7 +599,7 @@ struct NLLWeighted : public torch::autograd::Function<NLLWeighted> {
       const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
       std::vector<scalar_t> wt;
       general_targets(t, w, N, C, ignore_index, wt);
-      const std::vector<scalar_t> a = general_coefficients(grad.to(input.scalar_type()), t, wt, N, ignore_index, reduction);
+      const std::vector<scalar_t> a = general_coefficients(in_dtype(grad, input), t, wt, N, ignore_index, reduction);
       scalar_t* g = gx.data_ptr<scalar_t>();
       for (int64_t n = 0; n < N; ++n) {
         if (t[n] != ignore_index) g[n * C + t[n]] = -(a[n] * wt[n]);
@@ -586,7 +615,8 @@ namespace {
 void check_general(const at::Tensor& input, const at::Tensor& target, const c10::optional<at::Tensor>& weight,
                    int64_t reduction, const char* name) {
   check_float_cpu(input, "input");
-  TORCH_CHECK(input.dim() == 2 && input.is_contiguous() && input.size(0) > 0, "torchloss native: ", name,
+  // (C = 0: every target is ignored, and the reference returns the empty call's result)
+  TORCH_CHECK(input.dim() == 2 && input.is_contiguous() && input.numel() > 0, "torchloss native: ", name,
               " expects a contiguous, non-empty (N, C) input");
   TORCH_CHECK(target.dim() == 1 && target.scalar_type() == at::kLong && target.is_contiguous() &&
                   target.size(0) == input.size(0),

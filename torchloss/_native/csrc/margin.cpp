@@ -87,7 +87,9 @@ template <typename scalar_t, int P>
 inline double mm_row(const scalar_t* x, int64_t C, int64_t y, scalar_t m, const scalar_t* w) {
   const scalar_t theta = x[y] - m;
   const double s = mm_row_terms<scalar_t, P>(x, 0, y, theta) + mm_row_terms<scalar_t, P>(x, y + 1, C, theta);
-  return w == nullptr ? s : static_cast<double>(w[y]) * s;
+  // the weight multiplies the positive terms only: a row without one has none to multiply (an
+  // infinite or NaN w_y times its 0 would be NaN; torch's 0)
+  return w == nullptr || !(s > 0) ? s : static_cast<double>(w[y]) * s;
 }
 
 // p = 1: gr_i = v [x_i - theta > 0] for every i of the row; returns the number of active i
@@ -123,7 +125,8 @@ inline void mm_grad_row_p1(const scalar_t* x, scalar_t* gr, int64_t C, int64_t y
   const scalar_t theta = x[y] - m;
   int64_t count = mm_grad_p1(x, gr, C, theta, v);
   count -= (x[y] - theta > scalar_t(0));  // the target's own term is none
-  gr[y] = static_cast<scalar_t>(-(static_cast<double>(count) * static_cast<double>(v)));
+  // (no active term: 0, also where v is infinite or NaN, as the sum of no terms)
+  gr[y] = count == 0 ? scalar_t(0) : static_cast<scalar_t>(-(static_cast<double>(count) * static_cast<double>(v)));
 }
 
 // p = 2: the unscaled slopes fl(fl(f2 z_i) w_y) of [lo, hi) into gr (w_y = 1: no weight),
@@ -135,7 +138,7 @@ TORCHLOSS_SELECT_LOOP double mm_slopes_p2(const scalar_t* x, scalar_t* gr, int64
   auto slope = [=](scalar_t v) -> scalar_t {
     const scalar_t z = v - theta;
     const scalar_t s = z > scalar_t(0) ? z * f2 : scalar_t(0);
-    return weighted ? s * wy : s;
+    return weighted && s > scalar_t(0) ? s * wy : s;  // (an inactive term's weight is none: inf * 0)
   };
   int64_t i = lo;
   for (; i + kLanes <= hi; i += kLanes) {
