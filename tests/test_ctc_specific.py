@@ -467,3 +467,13 @@ def test_memory_not_above_torch(shape):
     for fn in (ctc_loss, TF.ctc_loss):  # warm up
         step(fn)()
     assert peak_bytes(step(ctc_loss), x.device) <= peak_bytes(step(TF.ctc_loss), x.device)
+
+
+def test_no_frame_with_a_target_is_inf_even_for_a_blank_label():
+    """Fuzzer finding: a sample with input length 0 and a non-empty target cannot be aligned
+    (inf, as torch), also when its label equals the blank (the eager recursions met there)."""
+    lp = torch.randn(1, 2, 3, dtype=torch.float64).log_softmax(2)
+    args = (lp, torch.tensor([0, 0]), torch.tensor([1, 0]), torch.tensor([1, 1]))
+    loss = ctc_loss(*args, reduction="none")
+    assert loss[1] == float("inf")
+    assert ctc_loss(*args, reduction="none", zero_infinity=True)[1] == 0

@@ -494,6 +494,14 @@ REGRESSIONS += [
 ]
 
 
+REGRESSIONS += [
+    # a probability target with a complex class weight: refused (torch returns a complex loss)
+    Call("cross_entropy", (_t([1.54], _f64, rg=True), _t([0.97], _f64)), {"weight": T(torch.tensor([4.67 + 0j]), _c64)}),
+    # an empty (0, C, 0) input with a wrong-shaped weight (torch does not check it there)
+    Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
+]
+
+
 @pytest.mark.parametrize("call", REGRESSIONS, ids=[f"{i}-{c.loss}" for i, c in enumerate(REGRESSIONS)])
 def test_fuzz_regressions(call):
     found = compare(call)

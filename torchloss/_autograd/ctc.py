@@ -248,9 +248,10 @@ def _fast(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, zero_i
     r"""``(log p, G)`` on the eager path (``G`` only ``with_grad``, with the inf/NaN rule applied;
     ``None`` otherwise): in-place recursions over preallocated buffers, few ops (it is also the
     small-size hot path). See :func:`_fast_grad` and :func:`_fast_loss`."""
-    if with_grad:
-        return _fast_grad(x, targets, il, tl, blank, zero_infinity)
-    return _fast_loss(x, targets, il, tl, blank), None
+    logp, G = _fast_grad(x, targets, il, tl, blank, zero_infinity) if with_grad else (_fast_loss(x, targets, il, tl, blank), None)
+    # no frame for a non-empty target: p = 0 (the recursions' start meets their end when a label
+    # equals the blank, which torch does not check)
+    return logp.masked_fill_((il == 0) & (tl > 0), _NEG_INF), G
 
 
 def _eager_setup(x: Tensor, targets: Tensor, tl: Tensor, blank: int):

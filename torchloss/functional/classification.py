@@ -384,6 +384,9 @@ def cross_entropy(
         if not input.is_floating_point() and input.numel() > 0:
             raise NotImplementedError(f"cross_entropy: expected a floating-point input, got {_name(input)}")
         _check_complex_log_softmax(input)
+        if weight is not None and weight.is_complex() and input.numel() > 0:
+            # torch returns a complex "loss" (its log-softmax promotes to the weight's dtype)
+            raise NotImplementedError("cross_entropy: a complex weight is not supported (probability targets)")
         _check_smoothing(smoothing)
         return _ce_probs(input, target, weight, code, smoothing)
     if not smoothing and weight is None:

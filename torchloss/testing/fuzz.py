@@ -955,7 +955,7 @@ def complex_refused(call: Call, kind: str, torch_exc, ours_exc) -> bool:
         kind in ("torch-accepts", "exception-type")
         and isinstance(ours_exc, NotImplementedError)
         and call.loss in ("soft_margin_loss", "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
-                          "linear_cross_entropy")
+                          "linear_cross_entropy", "cross_entropy")
         and (
             any(t.dtype.is_complex for t in call.tensors())
             or any(isinstance(a, complex) for a in list(call.args) + list(call.kwargs.values()))
@@ -1294,7 +1294,36 @@ def weighted_mean_float64_ill_conditioned(call: Call, kind: str, torch_exc, ours
     return float(_rounded(w).double().sum().abs()) < 1e-6
 
 
+def ctc_label_equals_blank(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """CTC targets holding the blank index: invalid (torch's documentation: targets cannot be
+    blank), unchecked by torch; the value is undefined and torchloss's eager Python recursions
+    (which meet in the middle) count such a path twice (differences.md, CTC)."""
+    if call.loss != "ctc_loss" or not kind.replace("grad-", "").startswith(("value", "grad", "nonfinite")):
+        return False
+    tg = _tensor_arg(call, 1)
+    blank = call.kwargs.get("blank", 0)
+    return tg is not None and not tg.dtype.is_floating_point and bool((tg.values == blank).any())
+
+
+def nll_empty_kdim_weight_unchecked(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """nll_loss/cross_entropy of an empty ``(0, C, 0)`` input with a class weight of the wrong
+    shape: torch's 1-d spatial path returns without checking the weight; torchloss checks it
+    (differences.md, NLLLoss)."""
+    x = _tensor_arg(call, 0)
+    return (
+        call.loss in ("nll_loss", "cross_entropy")
+        and kind == "torch-accepts"
+        and isinstance(ours_exc, RuntimeError)
+        and "weight tensor should be defined" in str(ours_exc)
+        and x is not None
+        and len(x.shape) == 3
+        and x.shape[0] == 0
+    )
+
+
 DELIBERATE += [
+    ctc_label_equals_blank,
+    nll_empty_kdim_weight_unchecked,
     weighted_mean_float64_ill_conditioned,
     triplet_hinge_decided_by_rounding,
     triplet_integer_with_half,
