@@ -497,6 +497,16 @@ REGRESSIONS += [
 REGRESSIONS += [
     # a probability target with a complex class weight: refused (torch returns a complex loss)
     Call("cross_entropy", (_t([1.54], _f64, rg=True), _t([0.97], _f64)), {"weight": T(torch.tensor([4.67 + 0j]), _c64)}),
+    # an integer var with an integer eps: torch clamps it in place and takes its log in float32
+    Call("gaussian_nll_loss", (_t(1.54, _f64, rg=True), _t(1.54, _f64), _t(4, torch.int64)), {"eps": -1}),
+    # an ignored target whose class weight is inf in float16: gradient 0, not inf * 0
+    Call(
+        "linear_cross_entropy",
+        (_t([1.54], _f16), _t([[1.54]], _f16, rg=True), _t(0, torch.int64)),
+        {"ignore_index": 0, "weight": _t([4.67e8], _f16)},
+    ),
+    # a weighted mean whose weight gradient cancels exactly (one element), in float64
+    Call("mse_loss", (_t(1.54, _f64), _t(1540.99, _f64)), {"weight": _t(0.00467, _f64, rg=True)}),
     # an empty (0, C, 0) input with a wrong-shaped weight (torch does not check it there)
     Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
 ]

@@ -1058,7 +1058,8 @@ def _lean_pass(x, w, b, target, weight, reduction, ii, eps, probs, need, compute
         # (the functional checked every target is in [0, C) or ignore_index)
         idx = (t if 0 <= ii < C else t.clamp(0, C - 1)).unsqueeze(1)
         lpt = lp.gather(1, idx).squeeze(1).neg_()  # -log p_t >= 0
-        wt = valid.to(compute) if weight is None else weight.take(idx.squeeze(1)).mul_(valid)
+        # (a where: an infinite class weight at an ignored position stays out, as torch's)
+        wt = valid.to(compute) if weight is None else torch.where(valid, weight.take(idx.squeeze(1)), 0)
         # per position: (1 - eps) wt (-lp_t) + (eps / C) v sum_c r_c (-lp_c); an ignored position is 0
         # whatever its logits (a where, not a product: NaN or inf logits stay out of the loss)
         lossp = torch.where(valid, lpt if weight is None else lpt.mul_(wt), 0)

@@ -194,8 +194,17 @@ def gaussian_nll_loss(
     _require_reduction_string("gaussian_nll_loss", reduction)
     if reduction not in _PLAIN_REDUCTIONS:
         raise ValueError(f"{reduction} is not valid (reduction must be 'none', 'mean' or 'sum')")
+    if (
+        isinstance(var, Tensor)
+        and var.dtype != torch.bool
+        and not (var.is_floating_point() or var.is_complex())
+        and isinstance(eps, int)
+    ):
+        # torch clamps an integral var in place with an integral eps, then its log is in the
+        # default dtype (the result dtype the same: what var is converted to here)
+        var = var.to(torch.get_default_dtype())
     if isinstance(var, Tensor) and not (var.is_floating_point() or var.is_complex()):
-        # torch fails clamping an integral var in place
+        # torch fails clamping an integral var in place (with a floating eps)
         raise RuntimeError(
             f"gaussian_nll_loss(): var must be a floating-point tensor, got {var.dtype}"
         )

@@ -543,6 +543,25 @@ def _softmax_gradient_terms(call: Call) -> float:
     return _finite_max(up) * max(1.0, wmax)
 
 
+def _weighted_mean_terms(call: Call) -> float:
+    """weighted l1/mse/huber ``'mean'``: ``max(phi)/|W|``, the terms the weight gradient
+    ``(phi - L)/W`` cancels (exactly 0 for one element); either side's result carries their
+    rounding, also in float64, where torch's own result is the reference."""
+    w = call.kwargs.get("weight")
+    x, y = _tensor_arg(call, 0), _tensor_arg(call, 1)
+    if not isinstance(w, T) or x is None or y is None or not w.dtype.is_floating_point or x.dtype.is_complex or y.dtype.is_complex:
+        return 0.0
+    try:
+        d = (_rounded(x).double() - _rounded(y).double()).abs()
+        W = float(torch.broadcast_to(_rounded(w), torch.broadcast_shapes(d.shape, w.values.shape)).sum())
+    except (RuntimeError, TypeError):
+        return 0.0
+    if d.numel() == 0 or not W or W != W:
+        return 0.0
+    phi = torch.maximum(d, d * d)
+    return _finite_max(phi) / abs(W)
+
+
 def _adaptive_logit_terms(call: Call) -> float:
     """adaptive softmax: ``|upstream| · M · G``, where ``M`` is the largest sum of product
     magnitudes a logit is formed from (head ``|x||W|``, clusters ``|x||P^T||O|``) and ``G`` the
@@ -755,10 +774,14 @@ def _smooth_l1():
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in [
-        Spec("l1_loss", _difference("l1_loss", weight=True)),
-        Spec("mse_loss", _difference("mse_loss", weight=True)),
+        Spec("l1_loss", _difference("l1_loss", weight=True), scale=_weighted_mean_terms),
+        Spec("mse_loss", _difference("mse_loss", weight=True), scale=_weighted_mean_terms),
         Spec("smooth_l1_loss", _smooth_l1()),
-        Spec("huber_loss", _difference("huber_loss", kinks=(0.0, 1.0, 0.5), weight=True, legacy=False, extra=_delta)),
+        Spec(
+            "huber_loss",
+            _difference("huber_loss", kinks=(0.0, 1.0, 0.5), weight=True, legacy=False, extra=_delta),
+            scale=_weighted_mean_terms,
+        ),
         Spec("soft_margin_loss", _soft_margin()),
         Spec("binary_cross_entropy", _bce()),
         Spec("binary_cross_entropy_with_logits", _bce_logits()),
