@@ -507,6 +507,15 @@ REGRESSIONS += [
     ),
     # a weighted mean whose weight gradient cancels exactly (one element), in float64
     Call("mse_loss", (_t(1.54, _f64), _t(1540.99, _f64)), {"weight": _t(0.00467, _f64, rg=True)}),
+    # a dimensioned tensor margin of unbatched triplets: a 0-d float64 d(a, n) does not promote
+    Call(
+        "triplet_margin_with_distance_loss",
+        (_t([1.54]), _t([1.54], rg=True), _t([1.54], _f64)),
+        {"margin": _t([2], torch.int64)},
+    ),
+    # a bfloat16 loss with a 0-d float64 weight: the weight gradient is no more precise than the
+    # bfloat16 upstream gradient it is scaled by
+    Call("l1_loss", (_t(0.39, torch.bfloat16), _t([1.54], torch.bfloat16)), {"weight": _t(4.67, _f64, rg=True), "reduction": "none"}),
     # an empty (0, C, 0) input with a wrong-shaped weight (torch does not check it there)
     Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
 ]

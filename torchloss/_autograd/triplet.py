@@ -479,9 +479,14 @@ class TripletMarginLossFunction(LossFunction):
             dtype = triplet_dtype(anchor, positive, negative, swap)
         if isinstance(margin, Tensor):
             # (the distance variant's tensor margin: torch's margin + d_pos promotes)
+            # (each distance has its own pair's dtype: a 0-d float64 d_neg does not promote a
+            # dimensioned float32 margin + d_pos)
             rows = dists[0].dim() > 0
-            first, first_dim = margin_dtype(margin, dtype, rows)
-            dtype = _operation_dtype(first, first_dim, dtype, rows)[0]
+            neg = distance_dtype(anchor, negative)
+            if swap:
+                neg = torch.promote_types(neg, distance_dtype(positive, negative))
+            first, first_dim = margin_dtype(margin, distance_dtype(anchor, positive), rows)
+            dtype = _operation_dtype(first, first_dim, neg, rows)[0]
         if out.dtype != dtype:
             out = out.to(dtype)
         if with_grad and _has_weights(p):

@@ -1452,7 +1452,7 @@ def _slack(dtype) -> float:
     return 16 * _eps(dtype)
 
 
-def _judge(what: str, ours, theirs, ref, problems: list, scale: float = 0.0):
+def _judge(what: str, ours, theirs, ref, problems: list, scale: float = 0.0, upstream=None):
     """Append ``(kind, text)`` to ``problems`` if ``ours`` is worse than ``theirs`` against ``ref``.
 
     ``scale`` is the magnitude of the call's other results (the value and every gradient): a
@@ -1509,6 +1509,10 @@ def _judge(what: str, ours, theirs, ref, problems: list, scale: float = 0.0):
     err_t = torch.where(fin, (t - r).abs(), 0.0).nan_to_num(INF)
     scale = max(scale, float(r[fin].abs().max()))
     s = _slack(ours.dtype)
+    if upstream is not None and upstream.is_floating_point and _eps(upstream) > _eps(ours.dtype):
+        # a gradient is the upstream gradient (in the result's dtype, rounded there, while the
+        # reference's is float64) times the rest: no more precise than that dtype
+        s = _slack(upstream)
     # (a floor of s * 1e-6: a result that is 0 up to rounding in a half-precision computation)
     limit = err_t + s * r.abs() + s * max(scale, 1e-6)
     if ours.dtype == torch.float64:
@@ -1627,7 +1631,7 @@ def compare(call: Call) -> list[Disagreement]:
         elif ours.grads is not None and theirs.grads is not None:
             refg = ref.grads if (ref.exc is None and ref.grads is not None) else [None] * len(ours.grads)
             for i, (go, gt, gr) in enumerate(zip(ours.grads, theirs.grads, refg)):
-                _judge(f"grad of leaf {i}", go, gt, gr, problems, scale)
+                _judge(f"grad of leaf {i}", go, gt, gr, problems, scale, upstream=ours.out.dtype)
     for kind, detail in problems:
         report(kind, detail)
     return found
