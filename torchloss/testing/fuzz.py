@@ -1133,6 +1133,25 @@ def integer_target_wraparound(call: Call, kind: str, torch_exc, ours_exc) -> boo
     return bool(((1 - v > info.max) | (1 - v < info.min) | (v.abs() >= 2.0**62)).any())
 
 
+def integer_weight_total_wraparound(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """Weighted l1/mse/huber with an integer weight whose total ``sum(w)`` overflows its dtype:
+    torch sums the weights in their integer dtype (wrapping around), torchloss in the result's
+    floating dtype (differences.md, Regression)."""
+    w = call.kwargs.get("weight")
+    if (
+        call.loss not in ("l1_loss", "mse_loss", "huber_loss")
+        or not kind.replace("grad-", "").startswith(("value", "grad", "nonfinite"))
+        or not isinstance(w, T)
+        or w.dtype.is_floating_point
+        or w.dtype.is_complex
+        or w.dtype == torch.bool
+    ):
+        return False
+    info, v = torch.iinfo(w.dtype), w.values.double()
+    total = float(v.sum())
+    return total > info.max or total < info.min or bool((v.abs() >= 2.0**52).any())
+
+
 def torch_undecodable_error_message(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """nll_loss/cross_entropy with an out-of-range uint8 target of 128 or more (``'none'``):
     torch formats the target as a character into its IndexError message, which is not UTF-8, and
@@ -1344,6 +1363,7 @@ def nll_empty_kdim_weight_unchecked(call: Call, kind: str, torch_exc, ours_exc) 
 
 
 DELIBERATE += [
+    integer_weight_total_wraparound,
     ctc_label_equals_blank,
     nll_empty_kdim_weight_unchecked,
     weighted_mean_float64_ill_conditioned,
