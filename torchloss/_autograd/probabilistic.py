@@ -242,7 +242,9 @@ def _poisson_grads_eager(x: Tensor, y: Tensor, g: Tensor, params, need_x: bool, 
     else:
         shifted = torch.add(x, eps)
         if need_x:
-            gx = torch.div(y, shifted).neg_().add_(1).mul_(g)  # (1 - y/(x + eps))·g
+            # (1 - y/(x + eps))·g as g - (g·y)/(x + eps): y/(x + eps) alone overflows for a huge
+            # target over a tiny input where the gradient does not (torch's chain multiplies first)
+            gx = torch.mul(y, g).div_(shifted).neg_().add_(g)
         if need_y:
             gy = shifted.log_().neg_()
     if need_y:
