@@ -70,6 +70,7 @@ combines the statistics over ranks (``Stats.rebase`` to the global maximum, then
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -89,6 +90,23 @@ _transforms_active = torch._C._are_functorch_transforms_active
 
 # --------------------------------------------------------------------------------------------
 # The block plan
+
+
+@functools.lru_cache(maxsize=None)
+def native_half_products(dtype: torch.dtype) -> bool:
+    """Whether this CPU multiplies ``dtype`` (bfloat16/float16) matrices natively, as torch runs
+    them now: bfloat16 needs avx512_bf16 (or AMX) with torch's kernels not capped below AVX512
+    (``ATEN_CPU_CAPABILITY``); float16 needs AMX-FP16. Elsewhere (an AVX2 CPU) a half product is
+    emulated and several times slower than a float32 one, so every product runs in float32."""
+    cpu = torch.cpu
+    cap = torch.backends.cpu.get_cpu_capability()
+    if not cap.startswith(("AVX512", "AMX")):
+        return False
+    if dtype == torch.bfloat16:
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    if dtype == torch.float16:
+        return bool(getattr(cpu, "_is_amx_fp16_supported", lambda: False)())
+    return False
 
 
 def block_plan(rows: int, classes: int, D: int, in_features: int, compute: torch.dtype, budget: int,
@@ -756,7 +774,7 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
     # of per row block in float32. The rest of the budget plans the float32 blocks.
     gfull = None
     if (keep_g and x.dtype != compute and w.dtype == x.dtype and x.device.type == "cpu" and (need[0] or need[1])
-            and 2 * N * C * D <= budget // 2):
+            and 2 * N * C * D <= budget // 2 and native_half_products(x.dtype)):
         rest = budget - 2 * N * C * D
         rb2, cb2 = block_plan(N, C, D, K, compute, rest * 3 // 2 if plain else rest, True)
         if cb2 == C and cb == C:
