@@ -518,6 +518,8 @@ REGRESSIONS += [
     Call("l1_loss", (_t(0.39, torch.bfloat16), _t([1.54], torch.bfloat16)), {"weight": _t(4.67, _f64, rg=True), "reduction": "none"}),
     # a huge target over a zero input (log_input=False): g - g y/(x + eps) does not overflow
     Call("poisson_nll_loss", (_t([0.0, 0.75], rg=True), _t([4.67e30, 7.46e29])), {"log_input": False}),
+    # no classes and no rows: linear cross entropy returns like torch (NaN mean, 0 sum, empty none)
+    Call("linear_cross_entropy", (_t(torch.zeros(0, 1), _f64), _t(torch.zeros(0, 1), _f64, rg=True), _t(torch.zeros(0), torch.int64)), {}),
     # an empty (0, C, 0) input with a wrong-shaped weight (torch does not check it there)
     Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
 ]

@@ -589,7 +589,7 @@ def _per_position(grad: Tensor, reduction: int, safe_denom, N: int, D: int, comp
 def _views(input, linear_weight, linear_bias):
     x = input if input.dim() == 2 else input.unsqueeze(0)
     C, K = linear_weight.shape[0], linear_weight.shape[-1]
-    w = linear_weight.reshape(C, -1, K)
+    w = linear_weight.reshape(C, math.prod(linear_weight.shape[1:-1]), K)  # (no -1: C may be 0)
     b = None if linear_bias is None else linear_bias.reshape(C, w.shape[1])
     return x, w, b
 
