@@ -562,6 +562,21 @@ def _weighted_mean_terms(call: Call) -> float:
     return _finite_max(phi) / abs(W)
 
 
+def _linear_gradient_terms(call: Call) -> float:
+    """linear cross entropy: ``|upstream|·max(1, |w|)·max(|x|, |W|)``, the magnitude of the terms
+    ``(p - y) x`` and ``(p - y) W`` each gradient sums; where they cancel (equal logits through an
+    expanded weight, one class) either side's result carries their rounding."""
+    x, W = _tensor_arg(call, 0), _tensor_arg(call, 1)
+    if x is None or W is None or not x.dtype.is_floating_point or not W.dtype.is_floating_point:
+        return 0.0
+    w = call.kwargs.get("weight")
+    wmax = _finite_max(_rounded(w)) if isinstance(w, T) and w.dtype.is_floating_point else 1.0
+    up = 1.0
+    if call.kwargs.get("reduction") == "none" and len(x.shape) == 2:
+        up = _finite_max(torch.randn((x.shape[0],), generator=torch.Generator().manual_seed(call.seed), dtype=F64))
+    return up * max(1.0, wmax) * max(_finite_max(_rounded(x)), _finite_max(_rounded(W)))
+
+
 def _adaptive_logit_terms(call: Call) -> float:
     """adaptive softmax: ``|upstream| · M · G``, where ``M`` is the largest sum of product
     magnitudes a logit is formed from (head ``|x||W|``, clusters ``|x||P^T||O|``) and ``G`` the
@@ -799,7 +814,7 @@ SPECS: dict[str, Spec] = {
         Spec("triplet_margin_loss", _triplet()),
         Spec("triplet_margin_with_distance_loss", _triplet("triplet_margin_with_distance_loss")),
         Spec("ctc_loss", _ctc()),
-        Spec("linear_cross_entropy", _linear_ce()),
+        Spec("linear_cross_entropy", _linear_ce(), scale=_linear_gradient_terms),
         # torch has no functional: its module's parameters have the module's form, and it has no
         # reduction argument, so only the input and the target are the caller's to get wrong
         Spec(
