@@ -520,6 +520,10 @@ REGRESSIONS += [
     Call("poisson_nll_loss", (_t([0.0, 0.75], rg=True), _t([4.67e30, 7.46e29])), {"log_input": False}),
     # no classes and no rows: linear cross entropy returns like torch (NaN mean, 0 sum, empty none)
     Call("linear_cross_entropy", (_t(torch.zeros(0, 1), _f64), _t(torch.zeros(0, 1), _f64, rg=True), _t(torch.zeros(0), torch.int64)), {}),
+    # a bfloat16 target far outside [0, 1]: (1 - y) tail + y tail cancelled to 0 (torch: log 2)
+    Call("binary_cross_entropy_with_logits", (_t(1.54e-30, torch.bfloat16, rg=True), _t(2.08e9, torch.bfloat16)), {}),
+    # float64 multilabel margin scores of 3e9: the loss from the counts without cancellation
+    Call("multilabel_margin_loss", (_t([3309263944.085721] * 4, _f64, rg=True), _t([3, 3, 2, -1], torch.int64)), {}),
     # an empty (0, C, 0) input with a wrong-shaped weight (torch does not check it there)
     Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
 ]

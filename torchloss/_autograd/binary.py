@@ -432,11 +432,15 @@ class BCEWithLogitsLossFunction(LossFunction):
         ct = compute_dtype(torch.promote_types(input.dtype, target.dtype), weight, pos_weight)
         x, y = input.to(ct), target.to(ct)
         # sp(±x) = max(±x, 0) + log1p(exp(-|x|)): the log1p term is shared by both.
+        # (1 - y) sp(x) + pw y sp(-x) = (1 - y) max(x, 0) + pw y max(-x, 0) + (1 + (pw - 1) y) tail:
+        # the tail once, so a target far outside [0, 1] does not cancel (1 - y) tail + y tail
         tail = torch.log1p(torch.exp(-x.abs()))
-        pos = y * (x.neg().clamp_min(0) + tail)  # y·sp(-x)
+        pos = y * x.neg().clamp_min(0)
         if pos_weight is not None:
-            pos = pos * pos_weight.to(ct)
-        loss = (1 - y) * (x.clamp_min(0) + tail) + pos
+            pw = pos_weight.to(ct)
+            pos = pos * pw
+            tail = tail * (1 + (pw - 1) * y)
+        loss = (1 - y) * x.clamp_min(0) + pos + tail
         if weight is not None:
             loss = loss * weight.to(ct)
         return R.reduce(loss, reduction).to(target.dtype)
