@@ -528,6 +528,37 @@ REGRESSIONS += [
     Call("nll_loss", (_t(torch.zeros(0, 4, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(torch.ones(2, 2), _f64)}),
 ]
 
+REGRESSIONS += [  # third long run (rows 107-)
+    # an unbatched CTC call with a 2-d (padded, batch of one) target: torch reads it as given
+    Call("ctc_loss", (_t([[1.54, -0.29]], _f64, rg=True), _t(torch.zeros(1, 0), torch.int64), _t(1, torch.int64), _t(0, torch.int64)), {}),
+    Call("ctc_loss", (_t([[1.54, -0.29], [0.3, 0.1]], _f64, rg=True), _t([[1]], torch.int64), _t(2, torch.int64), _t([1], torch.int64)), {}),
+    # equal anchor and positive rows of one component: the anchor's gradient cancels to 0 (its
+    # terms' rounding is allowed)
+    Call("triplet_margin_loss", (_t([[1.54], [-0.29], [-2.18]], rg=True), _t([[1.54], [-0.29], [-2.18]]), _t([[0.75], [1.91], [float("nan")]])), {"margin": 1.0}),
+    # an int64 positive of -2**63 against float32 operands: float32 overflow, as torch's
+    Call("triplet_margin_loss", (_t([1.54] * 4), _t([-(2**63)] * 4, torch.int64), _t([1.54, -0.29, -2.18, 0.57])), {}),
+    # a K-dimensional input takes a class weight of any shape with C elements (0-d for C = 1)
+    Call("cross_entropy", (_t(torch.zeros(1, 1, 0), _f64), _t(torch.zeros(1, 0), torch.int64)), {"weight": _t(1.54, _f64)}),
+    Call("nll_loss", (_t(torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(0)), _f64, rg=True), _t([[0, 2], [1, 1]], torch.int64)), {"weight": _t([[0.5, 1.0, 2.0]], _f64)}),
+    # CTC float64 log-probabilities of 1e9: the gradient's rounding follows the log-space sums'
+    Call(
+        "ctc_loss",
+        (
+            _t([[[1420242974.0, 573215136.3], [132450903.5, 1334268803.6]], [[-970460669.6, -356761962.1], [-3270120419.1, 819659939.1]], [[-2206772613.1, -1209146678.1], [-1916179276.9, -125091307.1]]], _f64, rg=True),
+            _t([1], torch.int64), _t([3, 0], torch.int64), _t([0, 1], torch.int64),
+        ),
+        {},
+    ),
+    # unbatched input, (1,) target, label smoothing: torch's forward refuses (a deliberate difference)
+    Call("cross_entropy", (_t([0.1, 0.2, 0.3], _f64, rg=True), _t([-100], torch.int64)), {"label_smoothing": 0.1}),
+    # eps is used (clamping var) before input - target refuses a bool target: TypeError for a str eps
+    Call("gaussian_nll_loss", (_t(torch.zeros(0, 0), _f64), _t(True, torch.bool), _t(torch.zeros(0, 0), _f64)), {"eps": "a"}),
+    # a complex64 rate with a float64 target: computed in complex128 (the reference widens it too)
+    Call("poisson_nll_loss", (T(torch.tensor(0.5164017081260681 + 0j, dtype=torch.complex128), torch.complex64), _t(4.669239022757736, _f64, rg=True)), {"log_input": False}),
+    # float32 exp(85) times 85 overflows, in torch too
+    Call("kl_div", (_t([1.54, -0.29, -2.18]), _t([-27.87, 59.15, 85.18])), {"log_target": True}),
+]
+
 
 @pytest.mark.parametrize("call", REGRESSIONS, ids=[f"{i}-{c.loss}" for i, c in enumerate(REGRESSIONS)])
 def test_fuzz_regressions(call):

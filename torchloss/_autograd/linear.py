@@ -1216,6 +1216,10 @@ LinearCrossEntropyLean.backward = staticmethod(_autocast.without_autocast(_backw
 _lean_apply = super(torch.autograd.Function, LinearCrossEntropyLean).apply
 
 
+# the dtypes of the native block kernel (bfloat16/float16 upcast to float32 inside it, as here)
+_NATIVE_BLOCK_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
 def lean(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing, probs, budget,
          precompute):
     """The loss through :class:`LinearCrossEntropyLean` when the call qualifies (eager, one block
@@ -1245,16 +1249,16 @@ def lean(input, linear_weight, target, linear_bias, weight, reduction, ignore_in
         and not probs
         and input.dim() == 2
         and linear_weight.dim() == 2
-        and compute == input.dtype
-        and (compute == torch.float32 or compute == torch.float64)
+        and input.dtype in _NATIVE_BLOCK_DTYPES
+        and linear_weight.dtype == input.dtype
         and target.dim() == 1
         and target.dtype == torch.int64
         and _native.eager(input, linear_weight, target)
         and input.is_contiguous()
         and linear_weight.is_contiguous()
         and target.is_contiguous()
-        and (linear_bias is None or (linear_bias.dtype == compute and linear_bias.is_contiguous() and linear_bias.is_cpu))
-        and (weight is None or (weight.dtype == compute and weight.is_contiguous() and weight.is_cpu))
+        and (linear_bias is None or (linear_bias.dtype == input.dtype and linear_bias.is_contiguous() and linear_bias.is_cpu))
+        and (weight is None or (weight.dtype in (input.dtype, compute) and weight.is_contiguous() and weight.is_cpu))
         and _autocast.result_dtype(dtype) == dtype
     ):
         try:

@@ -254,6 +254,32 @@ def _n_classes(input: Tensor) -> int:
     return input.size(0 if input.dim() == 1 else 1)
 
 
+def _spatial_weight(dims: int, C: int, weight: Tensor | None, smoothing: float = 0.0, code: int = R.MEAN,
+                    empty: bool = False) -> Tensor | None:
+    """The class weight of an index-target call, flattened when the input is K-dimensional
+    (``dims >= 3``) and the weight has ``C`` elements in another shape: torch's spatial kernel
+    (nll_loss2d) checks only the weight's element count there, where the other paths want
+    ``(C,)``. With label smoothing torch also views the weight as ``weight.size(0)`` classes
+    (IndexError for a 0-d weight, RuntimeError unless its other sizes are 1) and, for
+    ``'mean'``, gathers from it (RuntimeError unless it is 1-d, or the target ``empty``): the
+    same refusals here."""
+    if weight is None or dims < 3 or weight.dim() == 1 or weight.numel() != C:
+        return weight
+    if smoothing > 0:
+        if weight.dim() == 0:
+            raise IndexError(
+                "cross_entropy: label smoothing views a class weight of shape [] by its size(0) "
+                "(Dimension specified as 0 but tensor has no dimensions)"
+            )
+        if weight.shape[0] != C or (code == R.MEAN and not empty):
+            raise RuntimeError(
+                f"cross_entropy: weight tensor should be defined either for all {C} classes or no classes "
+                f"but got weight tensor of shape: {list(weight.shape)} (label smoothing with "
+                f"{'mean reduction' if code == R.MEAN else 'this shape'} needs a 1-d weight)"
+            )
+    return weight.reshape(-1)
+
+
 def _check_class_weight(fn: str, input: Tensor, weight: Tensor | None, prefix: str) -> None:
     C = _n_classes(input)
     if weight is not None and (weight.dim() != 1 or weight.numel() != C):
@@ -310,6 +336,8 @@ def nll_loss(
     _require_tensors("nll_loss_nd", input, target, weight)
     if type(ignore_index) is not int:
         ignore_index = _require_int("nll_loss_nd", "ignore_index", 5, ignore_index)
+    if input.dim() >= 3:
+        weight = _spatial_weight(input.dim(), input.size(1), weight)
     if weight is None:
         # a failed attempt wastes one gather of the targets: always worth trying
         loss = _try_plain(_nll_plain, input, target, ignore_index, code, math.inf)
@@ -389,6 +417,8 @@ def cross_entropy(
             raise NotImplementedError("cross_entropy: a complex weight is not supported (probability targets)")
         _check_smoothing(smoothing)
         return _ce_probs(input, target, weight, code, smoothing)
+    if input.dim() >= 3:
+        weight = _spatial_weight(input.dim(), input.size(1), weight, smoothing, code, target.numel() == 0)
     if not smoothing and weight is None:
         # a failed attempt wastes the log-softmax: tried first only while that is a few us
         loss = _try_plain(_ce_plain, input, target, ignore_index, code, 4096)

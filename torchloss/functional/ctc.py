@@ -163,10 +163,8 @@ def ctc_loss(
             "Expected 1 to 2 dimensions, but got 0-dimensional tensor for argument #2 'targets' "
             "(while checking arguments for ctc_loss_allocate_outputs)"
         )
-    if unbatched and targets.dim() != 1:
-        # (torch reads a 1-d target of an unbatched call as the concatenated form: its length
-        # must be the target length)
-        targets = targets.unsqueeze(0)
+    # (an unbatched call's targets are read as given, as torch's: 1-d the concatenated form, whose
+    # length must be the target length, 2-d the padded form of a batch of one)
     if x.dim() != 3:
         raise RuntimeError(
             f"Expected 3-dimensional tensor, but got {x.dim()}-dimensional tensor for argument "

@@ -18,6 +18,7 @@ from .classification import (
     _check_index_targets,
     _check_smoothing,
     _require_int,
+    _spatial_weight,
 )
 from .pair import _require_float
 
@@ -170,6 +171,7 @@ def linear_cross_entropy(
                     and target.dtype in (torch.int64, torch.uint8)):
                 # torch's batch check passes (0 == 0) and then reads the 0-d target's size(0)
                 raise IndexError("Dimension specified as 0 but tensor has no dimensions")
+            weight = _spatial_weight(len(logits_shape), num_classes, weight, smoothing, code, target.numel() == 0)
             _check_index_targets("cross_entropy", _meta(logits_shape, input), target, weight)
             _not_differentiable("nll_loss_forward", "weight", weight)
         _check_range(target, num_classes, ignore_index)

@@ -210,11 +210,6 @@ def gaussian_nll_loss(
         )
     if not (input.shape == target.shape == var_shape):
         broadcast_shape(input.shape, target.shape, var_shape)
-    if input.dtype == torch.bool or target.dtype == torch.bool:
-        # torch computes input - target, which refuses bool tensors
-        raise RuntimeError(
-            "gaussian_nll_loss: bool input/target not supported (expected numeric tensors)"
-        )
     code = R.get_enum(reduction)
     if eps is None or isinstance(eps, complex):
         # torch clamps var with ``min=eps``: None and complex are RuntimeErrors there
@@ -232,6 +227,11 @@ def gaussian_nll_loss(
                 f"gaussian_nll_loss: output with shape {list(var_shape)} doesn't match the broadcast "
                 f"shape of var and eps (eps of shape {list(eps.shape)})"
             )
+    if input.dtype == torch.bool or target.dtype == torch.bool:
+        # torch computes input - target (after clamping var with eps), which refuses bool tensors
+        raise RuntimeError(
+            "gaussian_nll_loss: bool input/target not supported (expected numeric tensors)"
+        )
     if target_error is not None:
         raise target_error
     return _gaussian(input, target, var, unsqueeze, bool(full), float(eps), code)

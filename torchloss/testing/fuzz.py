@@ -120,6 +120,8 @@ class Call:
         def one(a):
             if isinstance(a, T):
                 d = dtype if (dtype is not None and a.dtype.is_floating_point) else None
+                if dtype == torch.float64 and a.dtype.is_complex:
+                    d = torch.complex128  # (the reference widens complex operands too)
                 t, leaf = a.make(d)
                 if leaf is not None:
                     leaves.append(leaf)
@@ -577,6 +579,48 @@ def _linear_gradient_terms(call: Call) -> float:
     return up * max(1.0, wmax) * max(_finite_max(_rounded(x)), _finite_max(_rounded(W)))
 
 
+def _triplet_gradient_terms(call: Call) -> float:
+    """triplet losses: ``|upstream| / rows`` (``'mean'``), the size of the terms
+    ``g u / |u|`` that the anchor's gradient sums from the two distances (for ``p >= 1`` each
+    component of ``∂d/∂u`` is at most 1). Where they cancel (equal distance directions: the exact
+    gradient 0) either side's float32 result carries a rounding of them."""
+    ts = [_tensor_arg(call, i) for i in range(3)]
+    if any(t is None for t in ts):
+        return 0.0
+    try:
+        shape = torch.broadcast_shapes(*(tuple(t.values.shape) for t in ts))
+    except RuntimeError:
+        return 0.0
+    rows = shape[:-1] if shape else ()
+    kw = call.kwargs
+    if "size_average" in kw or "reduce" in kw:
+        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
+    else:
+        none, mean = kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
+    up = torch.randn(rows if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
+    n = math.prod(rows)
+    return _finite_max(up) / (n if mean and n else 1)
+
+
+def _ctc_logprob_terms(call: Call) -> float:
+    """ctc_loss: ``|upstream| · T · max|log p|``, the size of the log-space sums (alpha, beta and
+    the loss) whose differences the gradient exponentiates: each carries a rounding of about
+    ``eps`` times it, and so does the gradient, relative to its terms (at most 1 times the
+    upstream gradient). With logits of 1e9 that is a few 1e-7 in float64, on either side."""
+    x = _tensor_arg(call, 0)
+    if x is None or not x.dtype.is_floating_point or x.dtype.is_complex or len(x.shape) < 2:
+        return 0.0
+    lp = torch.log_softmax(_rounded(x).double(), -1).abs()
+    lp = lp[lp.isfinite()]
+    if lp.numel() == 0:
+        return 0.0
+    kw = call.kwargs
+    none = kw.get("reduction") == "none"
+    rows = (x.shape[1],) if none and len(x.shape) == 3 else ()
+    up = torch.randn(rows, generator=torch.Generator().manual_seed(call.seed), dtype=F64)
+    return _finite_max(up) * x.shape[0] * float(lp.max())
+
+
 def _adaptive_logit_terms(call: Call) -> float:
     """adaptive softmax: ``|upstream| · M · G``, where ``M`` is the largest sum of product
     magnitudes a logit is formed from (head ``|x||W|``, clusters ``|x||P^T||O|``) and ``G`` the
@@ -811,9 +855,9 @@ SPECS: dict[str, Spec] = {
         Spec("margin_ranking_loss", _margin_ranking()),
         Spec("hinge_embedding_loss", _hinge_embedding()),
         Spec("cosine_embedding_loss", _cosine_embedding(), scale=_inverse_norms),
-        Spec("triplet_margin_loss", _triplet()),
-        Spec("triplet_margin_with_distance_loss", _triplet("triplet_margin_with_distance_loss")),
-        Spec("ctc_loss", _ctc()),
+        Spec("triplet_margin_loss", _triplet(), scale=_triplet_gradient_terms),
+        Spec("triplet_margin_with_distance_loss", _triplet("triplet_margin_with_distance_loss"), scale=_triplet_gradient_terms),
+        Spec("ctc_loss", _ctc(), scale=_ctc_logprob_terms),
         Spec("linear_cross_entropy", _linear_ce(), scale=_linear_gradient_terms),
         # torch has no functional: its module's parameters have the module's form, and it has no
         # reduction argument, so only the input and the target are the caller's to get wrong
@@ -1361,6 +1405,25 @@ def ctc_label_equals_blank(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     return tg is not None and not tg.dtype.is_floating_point and bool((tg.values == blank).any())
 
 
+def unbatched_one_element_target(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """cross_entropy of an unbatched ``(C)`` input with a ``(1,)`` index target and label
+    smoothing: torch's smoothing path fails on the shapes (``output with shape [] doesn't match
+    the broadcast shape [1]``) where it accepts the call without smoothing; torchloss reads the
+    ``(1,)`` target as the 0-d one either way (differences.md, CrossEntropy)."""
+    x, t = _tensor_arg(call, 0), _tensor_arg(call, 1)
+    return (
+        call.loss == "cross_entropy"
+        and kind == "torch-refuses"
+        and isinstance(torch_exc, RuntimeError)
+        and "broadcast shape" in str(torch_exc)
+        and x is not None
+        and t is not None
+        and len(x.shape) == 1
+        and tuple(t.shape) == (1,)
+        and not t.dtype.is_floating_point
+    )
+
+
 def nll_empty_kdim_weight_unchecked(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """nll_loss/cross_entropy of an empty ``(0, C, 0)`` input with a class weight of the wrong
     shape: torch's 1-d spatial path returns without checking the weight; torchloss checks it
@@ -1381,6 +1444,7 @@ DELIBERATE += [
     integer_weight_total_wraparound,
     ctc_label_equals_blank,
     nll_empty_kdim_weight_unchecked,
+    unbatched_one_element_target,
     weighted_mean_float64_ill_conditioned,
     triplet_hinge_decided_by_rounding,
     triplet_integer_with_half,
@@ -1416,15 +1480,32 @@ def mixed_precision_operands(call: Call, kind: str, torch_exc, ours_exc) -> bool
     return len(dts) > 1 and kind in ("value", "grad")
 
 
+def _computed_below_float64(call: Call) -> bool:
+    """Whether torch computes the call in a dtype narrower than float64: no float64/complex128
+    operand (then torch's own result in that dtype overflows where the float64 reference does
+    not, as ``exp(85)`` times 85 in float32, or CTC's sums of huge float32 log-probabilities)."""
+    dts = [t.dtype for t in call.tensors() if t.dtype.is_floating_point or t.dtype.is_complex]
+    return bool(dts) and all(d not in (torch.float64, torch.complex128) for d in dts)
+
+
 def overflow_like_torch(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """Intermediate overflow in the call's dtype, NaN/inf in torch too but finite in float64:
     float16/bfloat16 results (a weight gradient ``l/sum(w)`` with tiny weights, ...), or operands
-    of magnitude 1e18 and more in float32 (``(1e30)**2 * -0.0``). torchloss computes in the
+    of magnitude 1e18 and more in float32 (``(1e30)**2 * -0.0``), or any call without a
+    float64/complex128 operand (``exp(85)`` in float32). torchloss computes in the
     dtype torch does and overflows where torch does: not a difference from torch (the project's
     rule is no NaN/inf where torch is finite), only from the float64 reference."""
     if not kind.endswith("nonfinite-as-torch"):
         return False
+    if _computed_below_float64(call):
+        return True
     huge = any(bool((_rounded(t).abs() >= 1e18).any()) for t in _floats_in(call) if t.dtype != torch.float64)
+    # (an int64 operand of 1e18 and more promotes to a float32 that overflows the same way)
+    huge = huge or any(
+        bool((t.values.double().abs() >= 1e18).any())
+        for t in call.tensors()
+        if t.dtype == torch.int64 and any(f.dtype != torch.float64 for f in _floats_in(call))
+    )
     return _has_half(call) or huge
 
 

@@ -1,10 +1,13 @@
 // ============================================================================================
 // Linear cross entropy, one block (issue 13): the native twin of the Python lean path
-// (torchloss/_autograd/linear.py, LinearCrossEntropyLean) for a contiguous float/double (N, K)
-// input, a (C, K) linear weight, an optional (C,) bias, an (N,) int64 target, optional (C,)
-// class weights of the input's dtype, any ignore_index and label smoothing, every reduction,
-// when the whole call's logits fit the byte budget as one block. The Python side decides that
-// (torchloss._autograd.linear.lean); everything else runs the Python Functions.
+// (torchloss/_autograd/linear.py, LinearCrossEntropyLean) for a contiguous float/double/
+// bfloat16/float16 (N, K) input, a (C, K) linear weight and an optional (C,) bias of its dtype,
+// an (N,) int64 target, optional (C,) class weights of the input's dtype or float32, any
+// ignore_index and label smoothing, every reduction, when the whole call's logits fit the byte
+// budget as one block. The Python side decides that (torchloss._autograd.linear.lean);
+// everything else runs the Python Functions. bfloat16/float16 operands are upcast to float32
+// (the computation dtype, as the lean path's): every product and the loss run in float32, and
+// the loss and the gradients are rounded to the input's dtype once, at the end.
 //
 // Per row n, with the log-softmax lp = log_softmax(z_n) of the logits z_n = W x_n + b (ATen's
 // kernel, the accuracy of torch's log_softmax), valid_n = [t_n != ignore_index], w_t = valid_n
@@ -142,9 +145,10 @@ struct LinearCrossEntropyBlock : public torch::autograd::Function<LinearCrossEnt
                             int64_t ignore_index, double eps) {
     const bool nx = ctx->needs_input_grad(0), nw = ctx->needs_input_grad(1), nb = ctx->needs_input_grad(2);
     const bool grads = nx || nw || nb;
+    const at::Tensor xc = upcast(x), wc = upcast(w), bc = upcast(b), weightc = upcast(weight);
     at::Tensor loss, G;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "torchloss_linear_cross_entropy_block", [&] {
-      std::tie(loss, G) = lce_block<scalar_t>(x, w, b, target, weight, reduction, ignore_index, eps, grads);
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "torchloss_linear_cross_entropy_block", [&] {
+      std::tie(loss, G) = lce_block<scalar_t>(xc, wc, bc, target, weightc, reduction, ignore_index, eps, grads);
     });
     ctx->save_for_backward({x, w, b, target, weight});
     ctx->saved_data["reduction"] = reduction;
@@ -154,12 +158,23 @@ struct LinearCrossEntropyBlock : public torch::autograd::Function<LinearCrossEnt
       if (reduction == kNone) {
         ctx->saved_data["G"] = G;
       } else {
-        if (nx) ctx->saved_data["gx"] = at::mm(G, w);
-        if (nw) ctx->saved_data["gw"] = at::mm(G.t(), x);
+        if (nx) ctx->saved_data["gx"] = at::mm(G, wc);
+        if (nw) ctx->saved_data["gw"] = at::mm(G.t(), xc);
         if (nb) ctx->saved_data["gb"] = G.sum(0);
       }
     }
-    return loss;
+    return loss.scalar_type() == x.scalar_type() ? loss : loss.to(x.scalar_type());
+  }
+
+  // float32 for bfloat16/float16 (the computation dtype), else the tensor itself
+  static at::Tensor upcast(const at::Tensor& t) {
+    const auto st = t.scalar_type();
+    return st == at::kBFloat16 || st == at::kHalf ? t.to(at::kFloat) : t;
+  }
+
+  // a gradient formed in the computation dtype, in the dtype of the operand it belongs to
+  static at::Tensor as(const at::Tensor& g, const at::Tensor& like) {
+    return g.scalar_type() == like.scalar_type() ? g : g.to(like.scalar_type());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -179,17 +194,17 @@ struct LinearCrossEntropyBlock : public torch::autograd::Function<LinearCrossEnt
       return out;
     }
     variable_list out(n_args);
-    const at::Tensor g = grad.to(x.scalar_type());
+    const at::Tensor g = grad.to(upcast(x).scalar_type());
     if (reduction == kNone) {
       at::Tensor G = ctx->saved_data["G"].toTensor() * g.reshape({-1, 1});
-      if (ctx->needs_input_grad(0)) out[0] = at::mm(G, w);
-      if (ctx->needs_input_grad(1)) out[1] = at::mm(G.t(), x);
-      if (ctx->needs_input_grad(2)) out[2] = G.sum(0);
+      if (ctx->needs_input_grad(0)) out[0] = as(at::mm(G, upcast(w)), x);
+      if (ctx->needs_input_grad(1)) out[1] = as(at::mm(G.t(), upcast(x)), w);
+      if (ctx->needs_input_grad(2)) out[2] = as(G.sum(0), b);
       return out;
     }
-    if (ctx->needs_input_grad(0)) out[0] = ctx->saved_data["gx"].toTensor() * g;
-    if (ctx->needs_input_grad(1)) out[1] = ctx->saved_data["gw"].toTensor() * g;
-    if (ctx->needs_input_grad(2)) out[2] = ctx->saved_data["gb"].toTensor() * g;
+    if (ctx->needs_input_grad(0)) out[0] = as(ctx->saved_data["gx"].toTensor() * g, x);
+    if (ctx->needs_input_grad(1)) out[1] = as(ctx->saved_data["gw"].toTensor() * g, w);
+    if (ctx->needs_input_grad(2)) out[2] = as(ctx->saved_data["gb"].toTensor() * g, b);
     return out;
   }
 };
@@ -199,7 +214,10 @@ namespace {
 at::Tensor linear_cross_entropy_block(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                                       const at::Tensor& target, const c10::optional<at::Tensor>& weight,
                                       int64_t reduction, int64_t ignore_index, double eps) {
-  check_float_cpu(x, "input");
+  TORCH_CHECK(x.device().is_cpu(), "torchloss native: input must be on the CPU");
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf,
+              "torchloss native: linear_cross_entropy expects a floating input");
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) && x.size(0) > 0 && w.size(0) > 0,
               "torchloss native: linear_cross_entropy expects (N, K) input and (C, K) weight");
   TORCH_CHECK(w.scalar_type() == x.scalar_type() && x.is_contiguous() && w.is_contiguous() && w.device().is_cpu(),
@@ -213,7 +231,8 @@ at::Tensor linear_cross_entropy_block(const at::Tensor& x, const at::Tensor& w, 
     TORCH_CHECK(b->dim() == 1 && b->size(0) == C && b->scalar_type() == x.scalar_type() && b->is_contiguous(),
                 "torchloss native: linear_cross_entropy expects a contiguous (C,) bias of the input's dtype");
   if (has_w)
-    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == C && weight->scalar_type() == x.scalar_type() &&
+    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == C && (weight->scalar_type() == st ||
+                                                          weight->scalar_type() == LinearCrossEntropyBlock::upcast(x).scalar_type()) &&
                     weight->is_contiguous(),
                 "torchloss native: linear_cross_entropy expects a contiguous (C,) weight of the input's dtype");
   TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum,
