@@ -589,3 +589,40 @@ def test_lean_path_promotes_probability_operands(reduction):
         ref = TF.linear_cross_entropy(x, w2, p, weight=weight, reduction=reduction)
         torch.testing.assert_close(loss, ref)
         torch.testing.assert_close(g, torch.autograd.grad(ref, w2, torch.full_like(ref, 0.3))[0])
+
+
+# --------------------------------------------------------------------------------------------
+# bfloat16 on a CPU with native bfloat16 products: the logits product in bfloat16, the rest in
+# float32 (_half_logits_block), against float64 and torch's reference path
+
+
+@pytest.mark.parametrize("case", [{}, {"bias": True, "reduction": "sum"}, {"weight": True, "ignore_index": 3}])
+def test_half_logits_block(case, monkeypatch):
+    from torchloss._autograd import linear as L
+
+    monkeypatch.setattr(L, "native_half_products", lambda dtype: True)  # (the path on any CPU)
+    calls = []
+    real = L._half_logits_block
+    monkeypatch.setattr(L, "_half_logits_block", lambda *a, **k: calls.append(1) or real(*a, **k))
+    N, K, C = 256, 16, 300
+    x, w, t = _inputs(N, K, C, dtype=torch.bfloat16, ignore=case.get("ignore_index"))
+    kw = {k: v for k, v in case.items() if k in ("reduction", "ignore_index")}
+    g = torch.Generator().manual_seed(5)
+    b = (torch.randn(C, generator=g) * 0.1).bfloat16() if case.get("bias") else None
+    wt = (torch.rand(C, generator=g) + 0.5).bfloat16() if case.get("weight") else None
+    x.requires_grad_()
+    w.requires_grad_()
+    # a budget that the one-block lean path does not fit but G in bfloat16 does (two row blocks)
+    loss = F.linear_cross_entropy(x, w, t, linear_bias=b, weight=wt, options=_opts(2000 * C), **kw)
+    gx, gw = torch.autograd.grad(loss, (x, w))
+    assert len(calls) == 2, "the half-logits path did not run"
+    assert loss.dtype == torch.bfloat16 and gx.dtype == gw.dtype == torch.bfloat16
+    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(
+        xd @ wd.t() + (0 if b is None else b.double()), t, weight=None if wt is None else wt.double(), **kw
+    )
+    rx, rw = torch.autograd.grad(ref, (xd, wd))
+    # the loss to its bfloat16 rounding (plus the rounded logits' effect), the gradients to G's
+    torch.testing.assert_close(loss.double(), ref, rtol=8e-3, atol=1e-3)
+    for got, want in ((gx, rx), (gw, rw)):
+        assert float((got.double() - want).norm() / want.norm()) < 1e-2

@@ -669,6 +669,8 @@ class LinearCrossEntropyFunction(LossFunction):
          _precompute) = inputs
         _, lse, gx, gw, gb = output
         ctx.mark_non_differentiable(lse, gx, gw, gb)
+        # (no zero gradients formed for those outputs: gx is the N x C G in the half path)
+        ctx.set_materialize_grads(False)
         ctx.reduction, ctx.ignore_index, ctx.smoothing, ctx.probs, ctx.budget = reduction, ignore_index, smoothing, probs, budget
         ctx.fused = gx.numel() + gw.numel() + gb.numel() > 0
         ctx.has_bias, ctx.has_weight = linear_bias is not None, weight is not None
@@ -681,6 +683,8 @@ class LinearCrossEntropyFunction(LossFunction):
 
     @staticmethod
     def backward(ctx, grad, _lse, _gx, _gw, _gb):
+        if grad is None:  # (gradients are not materialized: nothing reached the loss)
+            return (None,) * 11
         saved = ctx.saved_tensors
         input, linear_weight, target, linear_bias, weight, lse = saved[:6]
         need_x, need_w, _, need_b, need_weight = ctx.needs_input_grad[:5]
@@ -787,15 +791,33 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
     gb = w.new_zeros((C * D,), dtype=compute) if need_b else x.new_empty((0,), dtype=compute)
     one = torch.ones((), dtype=compute, device=x.device)
     g_pos = one / su.safe_denom if reduction == R.MEAN else one
+    # bfloat16/float16 with G kept in the input's dtype (the CPU multiplies it natively), index
+    # targets without smoothing, D = 1: the logits product runs in the input's dtype too, as
+    # torch's (its float32 accumulation rounded once to the input's dtype: a quarter of a float32
+    # product's time), and everything after it in float32 (see _half_logits_block)
+    half_logits = (gfull is not None and plain and D == 1 and len(vblocks) == 1
+                   and (b is None or b.dtype == x.dtype))
     wfull = w.reshape(C * D, K)
-    if wfull.dtype != compute and wfull.numel() * 4 <= budget // 2:
+    if wfull.dtype != compute and wfull.numel() * 4 <= budget // 2 and not half_logits:
         wfull = wfull.to(compute)  # upcast once when it fits the budget, else per block
     w3 = wfull.view(C, D, K)
     losses, lses = [], []
     # one logits buffer for every row block (a fresh large allocation per block costs its page
     # faults again: about a sixth of a logits product)
-    buf = x.new_empty((rb * C * D,), dtype=compute) if len(vblocks) == 1 and N > rb else None
+    buf = x.new_empty((rb * C * D,), dtype=compute) if len(vblocks) == 1 and (N > rb or half_logits) else None
     for r0, r1 in _ranges(N, rb):
+        if half_logits:
+            idx_i, valid_i = su.idx[r0:r1], None if su.valid is None else su.valid[r0:r1]
+            su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
+            st, G2 = _half_logits_block(x[r0:r1], wfull, None if b is None else b.reshape(C), idx_i, valid_i,
+                                        buf[:(r1 - r0) * C].view(r1 - r0, C), g_pos, su_i, eps, C)
+            if need_b:
+                gb.add_(G2.sum(0))
+            gfull[r0:r1].copy_(G2)
+            losses.append(_loss(st, su_i, eps, C, probs))
+            lses.append(torch.stack((st.m, torch.log(st.s))))
+            del G2
+            continue
         xi = x[r0:r1].to(compute)
         idx_i = None if su.idx is None else su.idx[r0:r1]
         valid_i = None if su.valid is None else su.valid[r0:r1]
@@ -889,6 +911,41 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
     if gfull is not None:  # (backward scales G and multiplies: see the Function's backward)
         gx, gw = gfull, x.new_empty((0,), dtype=compute)
     return _reduce(loss, reduction, su.denom).to(dtype), lse, gx, gw, gb
+
+
+def _half_logits_block(xh: Tensor, wh: Tensor, bh: Tensor | None, idx: Tensor, valid: Tensor | None, buf: Tensor,
+                       g_pos: Tensor, su: Setup, eps: float, C: int) -> tuple[Stats, Tensor]:
+    r"""One row block of :func:`_fused` for bfloat16/float16 operands on a CPU that multiplies
+    them natively: ``(stats, G)`` with G in float32 (in ``buf``), for index targets without
+    smoothing and D = 1.
+
+    The logits come from the product in the operands' dtype (float32 accumulation, rounded once
+    to bfloat16: the logits torch's reference path forms), widened into ``buf``; then, in
+    float32, the maximum :math:`m`, the softmax :math:`p` (torch's fused kernel, in place) and
+    :math:`s = 1/\max_c p_c` (:math:`p` at the maximum is :math:`e^0/s`), so that
+    :math:`\log s + m - z_t` is the loss and :math:`G = a (p - [c = t])`, formed in ``buf``.
+    The loss and G are those of the rounded logits (so they agree with each other: the target's
+    logit is rounded like the rest), accurate to a few float32 ulps from there, where torch's
+    reference rounds its log-softmax and G to bfloat16 as well. Measured (docs/linear.md): the
+    loss's error is that of the final rounding, the gradients' that of G rounded to bfloat16.
+    """
+    n = xh.shape[0]
+    zh = torch.mm(xh, wh.t()) if bh is None else torch.addmm(bh, xh, wh.t())
+    z = buf.copy_(zh)
+    del zh
+    local, inside = _local(idx.view(n, 1), None if valid is None else valid.view(n, 1), 0, C)
+    local = local.view(n, 1)
+    m = z.amax(1, keepdim=True)
+    zt = torch.where(inside, z.gather(1, local), 0)
+    # in place: torch's row-wise softmax reads each row before writing it (no fresh buffer, whose
+    # page faults would cost as much as the softmax)
+    p = torch._softmax(z, 1, False, out=z)
+    s = p.amax(1, keepdim=True).reciprocal_()
+    zero = torch.zeros_like(m)
+    st = Stats(m, s, zt, zero, zero)
+    co = _coefs(g_pos.expand(n, 1), su, eps, C, False, zero)
+    p.scatter_add_(1, local, constant(-1.0, p.dtype, p.device).expand(n, 1))
+    return st, p.mul_(co.soft)
 
 
 def _pair(st: Stats) -> Tensor:
