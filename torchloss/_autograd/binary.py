@@ -54,6 +54,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _native
 from .. import _reduction as R
 from ._base import LossFunction, chunked_reduce, eager_reduce, constant as _const, add_tangents, eager_in_place, opmath_dtype, unpack, zero_tangent
 
@@ -369,6 +370,17 @@ def _bcel_grad_eager(x: Tensor, y: Tensor, grad: Tensor, reduction: int) -> Tens
     scale = grad
     if grad.dim() == 0 and reduction == R.MEAN:  # the factor of 'mean', formed on the 0-d grad
         scale = grad.div(_const(x.numel(), grad.dtype, grad.device))
+    kernels = _native.module
+    if (
+        kernels is not None
+        and x.dtype == torch.float32
+        and _chunked(x, y)
+        and (scale.dim() == 0 or _chunked(x, scale))
+        and _native.eager(x, y, scale)
+    ):
+        # the same formula in one vectorised pass (csrc/binary.cpp), where the ops below take
+        # six, each a dispatch per chunk
+        return kernels.binary_cross_entropy_with_logits_grad(x, y, scale)
     if not (_chunked(x, y) and (grad.dim() == 0 or _chunked(x, grad))):
         return _bcel_dx_into(x, y, None, None, scale)
     n = x.numel()

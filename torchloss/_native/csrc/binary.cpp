@@ -450,6 +450,70 @@ at::Tensor soft_margin_loss(const at::Tensor& input, const at::Tensor& target, i
   return SoftMarginNative::apply(input, target, reduction);
 }
 
+// --- the input gradient of a large BCE of logits (issue 15's large row) ------------------------
+// dl/dx = lerp(sigma(x), -sigma(-x), y) (torch's lerp rule: y < 1/2 from the first end, else
+// from the second; so each sigmoid is used where it does not cancel: exact at y = 0 and y = 1,
+// the Python eager formula, _bcel_dx_into), times the upstream factor (a scalar for 'mean' and
+// 'sum', per element for 'none'). One pass reading x and y and writing the gradient, float32,
+// written for the compiler to vectorise (exp_nonpositive: e = exp(-|x|), sigma(|x|) = 1/(1 + e),
+// sigma(-|x|) = e/(1 + e)), in parallel blocks. The Python backward calls it on a first-order
+// eager backward (it is not an autograd Function); torch's forward kernels stay faster than a
+// loop here, so the forward stays in Python.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+namespace {
+
+inline float bcel_dx(float x, float y) {
+  const float a = x < 0.0f ? -x : x;  // |x| (NaN stays NaN)
+  const float e = exp_nonpositive(-a);
+  const float inv = 1.0f / (1.0f + e);
+  const float big = inv, small = e * inv;  // sigma(|x|), sigma(-|x|)
+  const bool neg = x < 0.0f;
+  const float sp = neg ? small : big, sn = neg ? big : small;  // sigma(x), sigma(-x)
+  const float d = -sn - sp;                                    // end - self of the lerp
+  const float ay = y < 0.0f ? -y : y;
+  return ay < 0.5f ? sp + y * d : -sn - d * (1.0f - y);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void bcel_dx_scalar(const float* __restrict x, const float* __restrict y, float scale, float* __restrict out,
+                    int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bcel_dx(x[i], y[i]) * scale;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void bcel_dx_each(const float* __restrict x, const float* __restrict y, const float* __restrict g,
+                  float* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bcel_dx(x[i], y[i]) * g[i];
+}
+
+}  // namespace
+#pragma GCC pop_options
+
+at::Tensor binary_cross_entropy_with_logits_grad(const at::Tensor& input, const at::Tensor& target,
+                                                 const at::Tensor& scale) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat && target.scalar_type() == at::kFloat &&
+                  scale.scalar_type() == at::kFloat && input.device().is_cpu() && target.device().is_cpu() &&
+                  scale.device().is_cpu() && input.is_contiguous() && target.is_contiguous() &&
+                  target.sizes() == input.sizes() &&
+                  (scale.dim() == 0 || (scale.sizes() == input.sizes() && scale.is_contiguous())),
+              "torchloss native: binary_cross_entropy_with_logits_grad expects contiguous float32 input and target "
+              "of one shape and a 0-d or same-shape scale");
+  at::Tensor out = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const float* x = input.data_ptr<float>();
+  const float* y = target.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t n = input.numel();
+  if (scale.dim() == 0) {
+    const float s = scale.item<float>();
+    at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { bcel_dx_scalar(x + b, y + b, s, o + b, e - b); });
+  } else {
+    const float* g = scale.data_ptr<float>();
+    at::parallel_for(0, n, kBlock, [&](int64_t b, int64_t e) { bcel_dx_each(x + b, y + b, g + b, o + b, e - b); });
+  }
+  return out;
+}
+
 void register_binary(py::module& m) {
   m.def("soft_margin_loss", &soft_margin_loss,
         "soft margin loss: contiguous same-shape float/double input and target, reduction code");
@@ -460,6 +524,8 @@ void register_binary(py::module& m) {
         "BCE of logits (no pos_weight): contiguous same-shape float/double input, target, optional weight; "
         "reduction code",
         py::arg("input"), py::arg("target"), py::arg("weight"), py::arg("reduction"));
+  m.def("binary_cross_entropy_with_logits_grad", &binary_cross_entropy_with_logits_grad,
+        "the input gradient of BCE of logits (no weights) times a 0-d or per-element scale: contiguous float32");
 }
 
 }  // namespace torchloss

@@ -123,33 +123,8 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// exp(x) for x = x_c - m <= 0 (or NaN), float: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
-// then the degree-6 minimax polynomial of the Cephes expf (relative error about 1 ulp, as
-// glibc's expf and torch's vectorised exp); 2^n built in the exponent bits. Below
-// ln(FLT_MIN) = -87.34 it returns 0 instead of a subnormal (< 1.2e-38, a change of the
-// softmax far below float rounding, since S >= 1). A NaN propagates (the comparison is false,
-// the polynomial NaN); -inf gives 0.
-inline float ce_exp(float x) {
-  const float lo = -87.33654f;
-  const bool under = x < lo;
-  const float xc = under ? lo : x;
-  const float nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
-  float r = xc - nf * 0.693359375f;                                        // ln 2, high part
-  r = r - nf * -2.12194440e-4f;                                            // ln 2, low part
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } two_n;
-  two_n.i = (static_cast<int32_t>(nf) + 127) << 23;  // n in [-126, 0]
-  return under ? 0.0f : p * two_n.f;
-}
+// exp(x) for x = x_c - m <= 0 (or NaN), float: exp_nonpositive (common.h).
+inline float ce_exp(float x) { return exp_nonpositive(x); }
 // double: the C library's exp (float64 is the precise path, not the fast one).
 inline double ce_exp(double x) { return std::exp(x); }
 
