@@ -678,8 +678,11 @@ class LinearCrossEntropyFunction(LossFunction):
         # grad_fn) and handed out, scaled in place, by the first backward; a second backward
         # (retain_graph=True) recomputes from the saved inputs
         ctx.pre = (gx.detach(), gw.detach(), gb.detach()) if ctx.fused else None
-        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, lse)
-        ctx.save_for_forward(input, linear_weight, target, linear_bias, weight, lse)
+        # (a fused forward's backward uses its gradients, and a second or differentiated backward
+        # recomputes: the statistics are kept only when nothing was precomputed)
+        kept = lse if not ctx.fused else lse.new_empty((0,))
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, kept)
+        ctx.save_for_forward(input, linear_weight, target, linear_bias, weight, kept)
 
     @staticmethod
     def backward(ctx, grad, _lse, _gx, _gw, _gb):
