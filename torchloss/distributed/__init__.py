@@ -1046,7 +1046,18 @@ def _unpack(ctx):
     return saved[0], saved[1], tuple(saved[2:k]), (saved[k] if ctx.has_weight else None)
 
 
-class VocabParallelCrossEntropyFunction(Function):
+class _ShardedLogitsFunction(Function):
+    """What the two logits Functions share: ``forward(x, target, weight, cfg)`` returns the loss and
+    its ``O(N)`` statistics, which are not differentiable and are saved with the inputs."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, target, weight, cfg = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        _save(ctx, cfg, x, target, tuple(output[1:]), weight)
+
+
+class VocabParallelCrossEntropyFunction(_ShardedLogitsFunction):
     r"""Cross entropy of this rank's slice of the logits and global class indices (one torchloss
     node; see the module docstring for the math and the collectives). Returns the loss and the
     ``O(N)`` statistics :math:`M`, :math:`\log S`, :math:`w_t`, :math:`W`, :math:`D` (not
@@ -1058,12 +1069,6 @@ class VocabParallelCrossEntropyFunction(Function):
     def forward(x, target, weight, cfg):
         loss, stats = _index_forward(x, target, weight, cfg)
         return (loss, *stats)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, target, weight, cfg = inputs
-        ctx.mark_non_differentiable(*output[1:])
-        _save(ctx, cfg, x, target, tuple(output[1:]), weight)
 
     @staticmethod
     def backward(ctx, grad, *_stats):
@@ -1094,7 +1099,7 @@ def _index_forward_shape(stats, cfg, x):
     return M.new_zeros(M.shape[-1:] if cfg.batched else ())
 
 
-class VocabParallelCrossEntropyProbsFunction(Function):
+class VocabParallelCrossEntropyProbsFunction(_ShardedLogitsFunction):
     r"""Cross entropy of this rank's slice of the logits and probability targets (this rank's
     slice, or the whole vocabulary's); target and weight are differentiable. Returns the loss
     and the statistics :math:`M`, :math:`\log S`, :math:`A` (not differentiable)."""
@@ -1103,12 +1108,6 @@ class VocabParallelCrossEntropyProbsFunction(Function):
     def forward(x, target, weight, cfg):
         loss, stats = _probs_forward(x, target, weight, cfg)
         return (loss, *stats)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, target, weight, cfg = inputs
-        ctx.mark_non_differentiable(*output[1:])
-        _save(ctx, cfg, x, target, tuple(output[1:]), weight)
 
     @staticmethod
     def backward(ctx, grad, *_stats):
