@@ -557,6 +557,34 @@ REGRESSIONS += [  # third long run (rows 107-)
     Call("poisson_nll_loss", (T(torch.tensor(0.5164017081260681 + 0j, dtype=torch.complex128), torch.complex64), _t(4.669239022757736, _f64, rg=True)), {"log_input": False}),
     # float32 exp(85) times 85 overflows, in torch too
     Call("kl_div", (_t([1.54, -0.29, -2.18]), _t([-27.87, 59.15, 85.18])), {"log_target": True}),
+    # a K-dimensional linear weight without classes or positions: the target must be (N, d1)
+    Call("linear_cross_entropy", (_t(torch.zeros(0, 1), _f64), _t(torch.zeros(0, 0, 1), _f64), _t(torch.zeros(0), torch.int64)), {}),
+    # an int64 pos_weight of -2**63: torch's pos_weight - 1 wraps around (a deliberate difference)
+    Call("binary_cross_entropy_with_logits", (_t([1.54], _f64), _t([0.97], _f64)), {"pos_weight": _t([-(2**63)], torch.int64)}),
+    # float32 scores of 1.5e8: the pairs are decided by float32's z, the reference's are exact
+    Call("multilabel_margin_loss", (_t([[154099610.8], [-29342890.6]], layout="expanded:1:2"), _t([[1, -1], [1, -1]], torch.int64)), {}),
+    # a swap between a float64 and a float16 distance that tie: decided by rounding
+    Call(
+        "triplet_margin_with_distance_loss",
+        (_t([[1.54e-30, -2.93e-31], [-2.18e-30, 5.68e-31]], _f64), _t([[1.54e-30, -2.93e-31], [-2.18e-30, 5.68e-31]], torch.float16),
+         _t([[-0.487, -0.604], [-0.558, 0.668]], torch.float16)),
+        {"swap": True},
+    ),
+    # a float32 target of 5e30 under a var of 1e-8: (x - y)/v overflows, torch's (g/v)(x - y) not
+    Call(
+        "gaussian_nll_loss",
+        (_t([[[1.54, -0.29, -2.18], [0.57, -1.08, -1.40], [0.40, 0.84, -0.72]]]),
+         _t([[[5e-30, 5e-30, 5e30], [5e4, -1.49, -4.68], [float("inf"), -5e4, 5e30]]], rg=True), 1e-8),
+        {"eps": 1e-12},
+    ),
+    # label smoothing with a 0-d weight of another dtype: torch's dtype check comes first
+    Call("cross_entropy", (_t(torch.zeros(0, 1, 0), _f64), _t(torch.zeros(0, 0), torch.int64)), {"weight": _t(1.54), "label_smoothing": 0.1}),
+    # a NaN class weight makes 'mean' NaN; the ignored row's gradient stays 0 (lean path)
+    Call(
+        "linear_cross_entropy",
+        (_t([[1.54], [-0.29]], _f64, rg=True), _t([[1.54], [-0.29], [-2.18]], _f64), _t([2, 0], torch.int64)),
+        {"ignore_index": 0, "weight": _t([-float("inf"), -0.0, float("nan")], _f64, layout="strided")},
+    ),
 ]
 
 

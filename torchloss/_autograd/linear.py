@@ -1157,7 +1157,8 @@ def _lean_pass(x, w, b, target, weight, reduction, ii, eps, probs, need, compute
             return loss, None
         # G = a_s softmax - a_t [c = t] - a_r r, a_t = g (1 - eps) wt, a_r = g v eps / C,
         # a_s = a_t + a_r sum_c r_c
-        at = wt if gp is None else wt * gp
+        # (a where: a NaN 'mean' denominator (a NaN class weight) stays out of ignored rows)
+        at = wt if gp is None else torch.where(valid, wt * gp, 0)
         G = lp.exp_()
         if eps == 0:
             G.scatter_add_(1, idx, constant(-1.0, compute, G.device).expand(idx.shape))
@@ -1166,7 +1167,7 @@ def _lean_pass(x, w, b, target, weight, reduction, ii, eps, probs, need, compute
             at = at * (1 - eps)
             ar = valid.to(compute).mul_(eps / C)
             if gp is not None:
-                ar.mul_(gp)
+                ar = torch.where(valid, ar * gp, 0)
             rsum = C if weight is None else weight.sum()
             a_s = (at + ar * rsum).unsqueeze(1)
             pt = G.gather(1, idx)

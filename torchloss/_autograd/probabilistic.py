@@ -394,12 +394,24 @@ def _gaussian_loss_eager(x: Tensor, y: Tensor, vc: Tensor) -> Tensor:
     return loss.mul_(loss).div_(vc).add_(vc.log_())
 
 
+def _overflowed(r: Tensor) -> bool:
+    """Whether ``r`` holds ±inf (with no NaN: a NaN row's gradient is NaN either way), by its
+    extremes: no full-size temporary. Eager CPU only (a host read, no device wait)."""
+    lo, hi = torch.aminmax(r)
+    return bool((hi == math.inf) | (lo == -math.inf))
+
+
 def _gaussian_grads_eager(x: Tensor, y: Tensor, vc: Tensor, g: Tensor, need_x: bool, need_y: bool, need_v: bool):
     """Eager backward: ``(g·r, -g·r, g·(1/v_c - r²)/2)`` with ``r = (x - y)/v_c`` (None where
     not needed). ``vc`` is fresh (from the clamp) and becomes the var gradient in place when it
     has the loss's shape; ``r``'s buffer becomes the input's (or target's) gradient: two full-size
-    buffers for the usual call, both returned."""
+    buffers for the usual call, both returned. Where ``r`` overflows (a tiny var under a huge
+    difference) the input's gradient is formed in torch's order instead, ``(g/v_c)·(x - y)``,
+    finite when the 1/N of 'mean' in ``g`` brings it back (one check of ``r``: a rare extra pass)."""
     r = torch.sub(x, y).div_(vc)
+    t = None
+    if (need_x or need_y) and r.numel() and _overflowed(r):
+        t = torch.sub(x, y).mul_(torch.div(g, vc))
     gv = None
     if need_v:
         # 1/v_c - r² (torch's 1/v_c - d²/v_c², whose two terms cancel alike)
@@ -411,12 +423,12 @@ def _gaussian_grads_eager(x: Tensor, y: Tensor, vc: Tensor, g: Tensor, need_x: b
         gv = gv.mul_(g * 0.5) if g.dim() == 0 else gv.mul_(g).mul_(0.5)
     gx = gy = None
     if need_x and need_y:
-        gx = torch.mul(r, g)
+        gx = torch.mul(r, g) if t is None else t
         gy = torch.neg(gx, out=r)
     elif need_x:
-        gx = r.mul_(g)
+        gx = r.mul_(g) if t is None else t
     elif need_y:
-        gy = r.mul_(g).neg_()
+        gy = (r.mul_(g) if t is None else t).neg_()
     return gx, gy, gv
 
 

@@ -255,17 +255,18 @@ def _n_classes(input: Tensor) -> int:
 
 
 def _spatial_weight(dims: int, C: int, weight: Tensor | None, smoothing: float = 0.0, code: int = R.MEAN,
-                    empty: bool = False) -> Tensor | None:
+                    empty: bool = False, dtype: torch.dtype | None = None) -> Tensor | None:
     """The class weight of an index-target call, flattened when the input is K-dimensional
     (``dims >= 3``) and the weight has ``C`` elements in another shape: torch's spatial kernel
     (nll_loss2d) checks only the weight's element count there, where the other paths want
     ``(C,)``. With label smoothing torch also views the weight as ``weight.size(0)`` classes
     (IndexError for a 0-d weight, RuntimeError unless its other sizes are 1) and, for
     ``'mean'``, gathers from it (RuntimeError unless it is 1-d, or the target ``empty``): the
-    same refusals here."""
+    same refusals here, after torch's dtype check (a weight not of the input's ``dtype`` is left
+    to it)."""
     if weight is None or dims < 3 or weight.dim() == 1 or weight.numel() != C:
         return weight
-    if smoothing > 0:
+    if smoothing > 0 and (dtype is None or weight.dtype == dtype):
         if weight.dim() == 0:
             raise IndexError(
                 "cross_entropy: label smoothing views a class weight of shape [] by its size(0) "
@@ -418,7 +419,7 @@ def cross_entropy(
         _check_smoothing(smoothing)
         return _ce_probs(input, target, weight, code, smoothing)
     if input.dim() >= 3:
-        weight = _spatial_weight(input.dim(), input.size(1), weight, smoothing, code, target.numel() == 0)
+        weight = _spatial_weight(input.dim(), input.size(1), weight, smoothing, code, target.numel() == 0, input.dtype)
     if not smoothing and weight is None:
         # a failed attempt wastes the log-softmax: tried first only while that is a few us
         loss = _try_plain(_ce_plain, input, target, ignore_index, code, 4096)

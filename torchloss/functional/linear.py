@@ -164,14 +164,15 @@ def linear_cross_entropy(
         _check_smoothing(smoothing)
         if not input.is_floating_point():
             raise NotImplementedError(f"linear_cross_entropy: expected a floating-point input, got {_dt(input)}")
-        if not (weight is None and input.dim() == 2 and target.dim() == 1 and target.dtype == torch.int64
-                and target.shape[0] == input.shape[0]):
+        if not (weight is None and input.dim() == 2 and not out_features and target.dim() == 1
+                and target.dtype == torch.int64 and target.shape[0] == input.shape[0]):
             # (the common case above passes every one of these checks)
             if (input.dim() == 2 and input.shape[0] == 0 and target.dim() == 0 and not out_features
                     and target.dtype in (torch.int64, torch.uint8)):
                 # torch's batch check passes (0 == 0) and then reads the 0-d target's size(0)
                 raise IndexError("Dimension specified as 0 but tensor has no dimensions")
-            weight = _spatial_weight(len(logits_shape), num_classes, weight, smoothing, code, target.numel() == 0)
+            weight = _spatial_weight(len(logits_shape), num_classes, weight, smoothing, code, target.numel() == 0,
+                                     input.dtype)
             _check_index_targets("cross_entropy", _meta(logits_shape, input), target, weight)
             _not_differentiable("nll_loss_forward", "weight", weight)
         _check_range(target, num_classes, ignore_index)

@@ -1235,17 +1235,20 @@ def gaussian_complex_input_float_var(call: Call, kind: str, torch_exc, ours_exc)
 
 
 def uint8_pos_weight_wraparound(call: Call, kind: str, torch_exc, ours_exc) -> bool:
-    """binary_cross_entropy_with_logits with a uint8 ``pos_weight`` holding 0: torch's
-    ``pos_weight - 1`` wraps around to 255 in uint8, torchloss uses the value -1
-    (differences.md, BCEWithLogits)."""
+    """binary_cross_entropy_with_logits with an integer ``pos_weight`` holding its dtype's
+    minimum (0 in uint8, -2**63 in int64, ...): torch's ``pos_weight - 1`` wraps around (to 255,
+    to 2**63 - 1), torchloss uses the value minus 1 (differences.md, BCEWithLogits)."""
     pw = call.kwargs.get("pos_weight")
-    return (
-        call.loss == "binary_cross_entropy_with_logits"
-        and isinstance(pw, T)
-        and pw.dtype == torch.uint8
-        and bool((pw.values == 0).any())
-        and kind.startswith(("value", "grad", "nonfinite"))
-    )
+    if (
+        call.loss != "binary_cross_entropy_with_logits"
+        or not isinstance(pw, T)
+        or pw.dtype.is_floating_point
+        or pw.dtype.is_complex
+        or pw.dtype == torch.bool
+        or not kind.startswith(("value", "grad", "nonfinite"))
+    ):
+        return False
+    return bool((pw.values.to(pw.dtype) == torch.iinfo(pw.dtype).min).any())
 
 
 def complex_half_reduction(call: Call, kind: str, torch_exc, ours_exc) -> bool:
@@ -1339,6 +1342,28 @@ def _triplet_z(call: Call, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
         return (margin + d_pos) - delta, (abs(margin) + d_pos.abs()) + delta.abs()
 
 
+def _triplet_swap_tie(call: Call) -> bool:
+    """With ``swap``: a row whose ``d(a, n)`` and ``d(p, n)`` are equal to within the rounding
+    of the coarser of the two (in the dtypes torch computes them): which one the minimum takes is
+    decided by rounding (torchloss computes a half-precision distance in float32, torch in half)."""
+    if call.kwargs.get("swap") is not True or call.kwargs.get("distance_function") is not None:
+        return False
+    q = float(call.kwargs.get("p", 2.0)) if call.loss == "triplet_margin_loss" else 2.0
+    e = float(call.kwargs.get("eps", 1e-6)) if call.loss == "triplet_margin_loss" else 1e-6
+    dists = []
+    for dtype in (None, F64):
+        args, _, _ = call.materialize(dtype)
+        a, p, n = (t.detach() for t in args[:3])
+        with torch.no_grad():
+            dists.append((torch.nn.functional.pairwise_distance(a, n, q, e),
+                          torch.nn.functional.pairwise_distance(p, n, q, e)))
+    (an, pn), (an64, pn64) = dists
+    if not (an.dtype.is_floating_point and pn.dtype.is_floating_point):
+        return False
+    tol = 4 * max(torch.finfo(an.dtype).eps, torch.finfo(pn.dtype).eps)
+    return bool(((an64 - pn64).abs() <= tol * (an64.abs() + pn64.abs())).any())
+
+
 def triplet_hinge_decided_by_rounding(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """Triplet losses with a row whose hinge argument ``z = (m + d(a, p)) - delta`` is below the
     rounding of its distances in the call's dtype (a difference of two large, nearly equal
@@ -1346,7 +1371,9 @@ def triplet_hinge_decided_by_rounding(call: Call, kind: str, torch_exc, ours_exc
     other side of the hinge than float64: torch's and torchloss's values and gradients there are
     rounding noise of the distances (torchloss computes half precision in float32, torch in
     half; for p = 2 the gradient term is ``u·(g/d)``, torch's ``g·(u/d)``: as accurate, not
-    always the same last bit), and either may be closer by chance (differences.md, Triplet)."""
+    always the same last bit), and either may be closer by chance; likewise a swap whose two
+    candidate distances tie to within their rounding (:func:`_triplet_swap_tie`) (differences.md,
+    Triplet)."""
     if not call.loss.startswith("triplet") or kind not in ("value", "grad"):
         return False
     try:
@@ -1354,9 +1381,51 @@ def triplet_hinge_decided_by_rounding(call: Call, kind: str, torch_exc, ours_exc
         if not z.dtype.is_floating_point:
             return False
         noise = (z64.abs() <= 4 * torch.finfo(z.dtype).eps * size64) | ((z >= 0) != (z64 >= 0))
-        return bool(noise.any())
+        return bool(noise.any()) or _triplet_swap_tie(call)
     except Exception:  # noqa: BLE001 - a bad argument: not this class
         return False
+
+
+def multilabel_margin_decided_by_rounding(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """multilabel_margin_loss of float32 scores with a (label, non-label) pair that float32's
+    ``z = (1 - x_c) + x_i`` puts on the other side of 0 than the exact ``z`` (scores of 1e8 and
+    more: equal scores give z = 0 instead of 1): torch and torchloss take the same pairs (torch's
+    order of rounding), the float64 reference others, and torch's rounded z's sum can land on the
+    reference's value by chance where torchloss's exact sum over the float32 pairs does not
+    (differences.md, MultiLabelMargin)."""
+    x, t = _tensor_arg(call, 0), _tensor_arg(call, 1)
+    if (
+        call.loss != "multilabel_margin_loss"
+        or kind not in ("value", "grad")
+        or x is None
+        or t is None
+        or x.dtype != torch.float32
+        or t.dtype.is_floating_point
+    ):
+        return False
+    try:
+        args, _, _ = call.materialize()
+        x32 = args[0].detach().reshape(-1, args[0].shape[-1] if args[0].dim() else 1)
+        tt = args[1].to(torch.int64).reshape(x32.shape)
+    except RuntimeError:
+        return False
+    for row, trow in zip(x32, tt):
+        labels = []
+        for v in trow.tolist():
+            if v < 0:
+                break
+            labels.append(v)
+        if not labels or any(v >= row.numel() for v in labels):
+            continue
+        others = torch.ones(row.numel(), dtype=torch.bool)
+        others[labels] = False
+        xi = row[others]
+        for c in labels:
+            z32 = (1 - row[c]) + xi  # float32, torch's order
+            z64 = (1 - row[c].double()) + xi.double()
+            if bool(((z32 > 0) != (z64 > 0)).any()):
+                return True
+    return False
 
 
 def triplet_integer_with_half(call: Call, kind: str, torch_exc, ours_exc) -> bool:
@@ -1447,6 +1516,7 @@ DELIBERATE += [
     unbatched_one_element_target,
     weighted_mean_float64_ill_conditioned,
     triplet_hinge_decided_by_rounding,
+    multilabel_margin_decided_by_rounding,
     triplet_integer_with_half,
     triplet_norm_overflow_like_torch,
     poisson_integer_operand_in_float32,
