@@ -397,6 +397,8 @@ def _gaussian_loss_eager(x: Tensor, y: Tensor, vc: Tensor) -> Tensor:
 def _overflowed(r: Tensor) -> bool:
     """Whether ``r`` holds ±inf (with no NaN: a NaN row's gradient is NaN either way), by its
     extremes: no full-size temporary. Eager CPU only (a host read, no device wait)."""
+    if r.device.type != "cpu" or isinstance(r, torch._subclasses.FakeTensor):
+        return False  # (no values to read: meta and fake tensors; a device would synchronise)
     lo, hi = torch.aminmax(r)
     return bool((hi == math.inf) | (lo == -math.inf))
 
