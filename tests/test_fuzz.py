@@ -585,6 +585,16 @@ REGRESSIONS += [  # third long run (rows 107-)
         (_t([[1.54], [-0.29]], _f64, rg=True), _t([[1.54], [-0.29], [-2.18]], _f64), _t([2, 0], torch.int64)),
         {"ignore_index": 0, "weight": _t([-float("inf"), -0.0, float("nan")], _f64, layout="strided")},
     ),
+    # float32 CTC logits of 1e9: the posteriors' drift (the log-probabilities' ulp is 64) overflowed
+    # exp in the Python paths (NaN; torch 0, float64 -1): the frame's maximum is subtracted first
+    Call(
+        "ctc_loss",
+        (_t([[775044114.9, 482600173.8, 557018959.9, -642303662.3], [-974111474.7, -169458744.6, 860488672.3, 969865701.2],
+             [-73036043.1, -808639202.6, 1318162272.7, 1175002292.0], [1410945845.8, 830698889.7, -3262065207.1, -224881531.8],
+             [1467432507.5, -967274892.6, 454765214.6, 3621844217.5], [4150096259.4, 3124253358.6, 2618554529.1, 1112252316.7]], rg=True),
+         _t([1], torch.int64), _t(6, torch.int64), _t(1, torch.int64)),
+        {},
+    ),
 ]
 
 

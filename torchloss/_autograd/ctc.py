@@ -446,8 +446,13 @@ def _fast_grad(x: Tensor, targets: Tensor, il: Tensor, tl: Tensor, blank: int, z
     # cancels (T = 4000, S = 2500: max gradient error 1.8e-3 against float64, torch's 8.5e-3).
     # Negated, so that the class sums below subtract. Invalid frames (among them the extra one)
     # and impossible or NaN samples are overwritten at the end.
+    # The frame's maximum is subtracted first (the normalisation makes that the same in exact
+    # arithmetic, as the native kernel does): a drift of hundreds (float32 log-probabilities of
+    # 1e9, whose ulp is 64) would otherwise overflow exp to inf and the quotient to NaN.
     R = X[1:, :, 2 : 2 + L]
-    R.sub_(torch.cat([logp, logp]).view(1, 2 * N, 1)).clamp_(min=_EXP_FLOOR).exp_()
+    R.sub_(torch.cat([logp, logp]).view(1, 2 * N, 1))
+    top = R.amax(2, keepdim=True)
+    R.sub_(top.masked_fill_(~torch.isfinite(top), 0.0)).clamp_(min=_EXP_FLOOR).exp_()
     R.div_(R.sum(2, keepdim=True).neg_())
     # G = exp(x) - class sums of gamma, in Z's memory (T N C of its T' N C floats). Frames >= m
     # (half 0, reversed) are summed into Z[0] first, which is G[:m]'s memory, then added to
@@ -483,7 +488,11 @@ def _forward_autograd(x: Tensor, plan: _Plan, with_grad: bool):
     beta = torch.where(valid, X[1:, N:, 2:].flip(0, 2), _NEG_INF)
     finite = torch.isfinite(logp)
     logp_safe = torch.where(finite, logp, 0.0)  # double where: no inf - inf in the derivative
-    gamma = (beta + Y[:, :N] - logp_safe.view(1, N, 1)).exp()
+    e = beta + Y[:, :N] - logp_safe.view(1, N, 1)
+    # the frame's maximum subtracted (a constant: the normalisation below cancels it) so that a
+    # float32 drift cannot overflow exp, as in the fast path
+    top = e.detach().amax(2, keepdim=True)
+    gamma = (e - torch.where(torch.isfinite(top), top, 0.0)).exp()
     # the same per-frame normalisation as the fast path (its derivative is 0 in exact arithmetic:
     # the sum is identically 1 on valid frames)
     z = gamma.sum(2, keepdim=True)
