@@ -595,6 +595,13 @@ REGRESSIONS += [  # third long run (rows 107-)
          _t([1], torch.int64), _t(6, torch.int64), _t(1, torch.int64)),
         {},
     ),
+    # an expanded adaptive-softmax input: the judge's term scale reads the operands' full shapes
+    Call(
+        "adaptive_log_softmax_with_loss",
+        (_t([[4.7149]], layout="expanded:1:3"), _t([1], torch.int64), _t([[0.176, -1.393, 1.387], [1.362, 0.833, 0.00617]], rg=True),
+         None, _t([[1.541, -0.293, -2.179]]), _t([[1.541]])),
+        {"cutoffs": [1]},
+    ),
 ]
 
 

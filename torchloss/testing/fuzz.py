@@ -628,7 +628,8 @@ def _adaptive_logit_terms(call: Call) -> float:
     ``|O||x|``, ``|P||O|``). A float32 logit carries rounding of about ``eps·M``, and each
     gradient that much of ``G``, on both sides; where the terms are large and the exact gradient
     small (inputs of 1e4 and more) the float64 answer is a few ulps of this, not of itself."""
-    ts = [_rounded(t) if isinstance(t, T) and t.dtype.is_floating_point else None for t in call.args]
+    # (the made tensors, in their layouts: an expanded operand has its full shape)
+    ts = [t.make()[0].detach().double() if isinstance(t, T) and t.dtype.is_floating_point else None for t in call.args]
     x, W, b, tail = ts[0], ts[2], ts[3], ts[4:]
     if x is None or W is None or x.dim() == 0 or W.dim() != 2 or any(t is None or t.dim() != 2 for t in tail):
         return 0.0
