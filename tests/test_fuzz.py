@@ -602,6 +602,10 @@ REGRESSIONS += [  # third long run (rows 107-)
          None, _t([[1.541, -0.293, -2.179]]), _t([[1.541]])),
         {"cutoffs": [1]},
     ),
+    # a str eps with an integer var: torch's clamp_ argument parser (TypeError) comes first
+    Call("gaussian_nll_loss", (_t(1.54, _f64), _t(1.54, _f64), _t(4, torch.int64)), {"eps": "a"}),
+    # linear CE, unbatched uint8 target, class weights, smoothing, 'mean': torch's gather refuses it
+    Call("linear_cross_entropy", (_t([1.54], _f64), _t([[1.54]], _f64), _t(0, torch.uint8)), {"weight": _t([4.67], _f64), "label_smoothing": 0.1}),
 ]
 
 

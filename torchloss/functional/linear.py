@@ -17,6 +17,7 @@ from .classification import (
     _check_class_weight,
     _check_index_targets,
     _check_smoothing,
+    _check_uint8_smoothing_mean,
     _require_int,
     _spatial_weight,
 )
@@ -176,6 +177,8 @@ def linear_cross_entropy(
             _check_index_targets("cross_entropy", _meta(logits_shape, input), target, weight)
             _not_differentiable("nll_loss_forward", "weight", weight)
         _check_range(target, num_classes, ignore_index)
+        if smoothing and weight is not None and target.dtype == torch.uint8 and code == R.MEAN:
+            _check_uint8_smoothing_mean(target, ignore_index)  # (torch's cross_entropy on the logits)
     out = _lean(input, linear_weight, target, linear_bias, weight, code, ignore_index, smoothing, probs,
                 opts.memory_budget, opts.precompute_gradients)
     if out is not None:

@@ -203,6 +203,8 @@ def gaussian_nll_loss(
         # torch clamps an integral var in place with an integral eps, then its log is in the
         # default dtype (the result dtype the same: what var is converted to here)
         var = var.to(torch.get_default_dtype())
+    if isinstance(eps, str):  # (torch's clamp_ argument parser, before its integral-var error)
+        raise TypeError("gaussian_nll_loss(): eps must be a real number, not str")
     if isinstance(var, Tensor) and not (var.is_floating_point() or var.is_complex()):
         # torch fails clamping an integral var in place (with a floating eps)
         raise RuntimeError(
