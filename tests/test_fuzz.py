@@ -606,6 +606,8 @@ REGRESSIONS += [  # third long run (rows 107-)
     Call("gaussian_nll_loss", (_t(1.54, _f64), _t(1.54, _f64), _t(4, torch.int64)), {"eps": "a"}),
     # linear CE, unbatched uint8 target, class weights, smoothing, 'mean': torch's gather refuses it
     Call("linear_cross_entropy", (_t([1.54], _f64), _t([[1.54]], _f64), _t(0, torch.uint8)), {"weight": _t([4.67], _f64), "label_smoothing": 0.1}),
+    # unbatched linear CE with a (1,) target and smoothing: torch refuses (a deliberate difference)
+    Call("linear_cross_entropy", (_t([1.54, -0.29], _f64), _t([[1.54, -0.29], [-2.18, 0.57]], _f64), _t([0], torch.int64)), {"label_smoothing": 0.1}),
 ]
 
 
