@@ -809,9 +809,10 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
     # faults again: about a sixth of a logits product)
     buf = x.new_empty((rb * C * D,), dtype=compute) if len(vblocks) == 1 and (N > rb or half_logits) else None
     for r0, r1 in _ranges(N, rb):
+        idx_i = None if su.idx is None else su.idx[r0:r1]
+        valid_i = None if su.valid is None else su.valid[r0:r1]
+        su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
         if half_logits:
-            idx_i, valid_i = su.idx[r0:r1], None if su.valid is None else su.valid[r0:r1]
-            su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
             st, G2 = _half_logits_block(x[r0:r1], wfull, None if b is None else b.reshape(C), idx_i, valid_i,
                                         buf[:(r1 - r0) * C].view(r1 - r0, C), g_pos, su_i, eps, C)
             if need_b:
@@ -822,9 +823,6 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
             del G2
             continue
         xi = x[r0:r1].to(compute)
-        idx_i = None if su.idx is None else su.idx[r0:r1]
-        valid_i = None if su.valid is None else su.valid[r0:r1]
-        su_i = su._replace(valid=valid_i, wt=None if su.wt is None else su.wt[r0:r1])
         rows = (r0, r1)
         if len(vblocks) == 1:
             z = _logits(xi, w3, b, 0, C, compute, None if buf is None else buf[:(r1 - r0) * C * D].view(r1 - r0, C * D))

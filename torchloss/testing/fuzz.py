@@ -1477,9 +1477,10 @@ def ctc_label_equals_blank(call: Call, kind: str, torch_exc, ours_exc) -> bool:
 
 def unbatched_one_element_target(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """cross_entropy (and linear_cross_entropy, whose reference path is it) of an unbatched
-    ``(C)`` input with a ``(1,)`` index target and label smoothing: torch's smoothing path fails on the shapes (``output with shape [] doesn't match
-    the broadcast shape [1]``) where it accepts the call without smoothing; torchloss reads the
-    ``(1,)`` target as the 0-d one either way (differences.md, CrossEntropy)."""
+    ``(C)`` input with a ``(1,)`` index target and label smoothing: torch's smoothing path fails
+    on the shapes (``output with shape [] doesn't match the broadcast shape [1]``) where it
+    accepts the call without smoothing; torchloss reads the ``(1,)`` target as the 0-d one
+    either way (differences.md, CrossEntropy)."""
     x, t = _tensor_arg(call, 0), _tensor_arg(call, 2 if call.loss == "linear_cross_entropy" else 1)
     return (
         call.loss in ("cross_entropy", "linear_cross_entropy")
