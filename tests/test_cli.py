@@ -220,6 +220,21 @@ def test_bench_threads_and_variants(tmp_path, capsys):
         main(["bench", "--loss", "mse_loss", "--threads", "0"])
 
 
+def test_bench_names_its_allocator(tmp_path, capsys):
+    import platform
+
+    path = tmp_path / "bench.md"
+    argv = ["bench", "--loss", "mse_loss", "--size", "small", "--rounds", "1", "--min-time", "0.01",
+            "--malloc", "system", "--markdown", str(path)]
+    assert main(argv) == 0
+    assert "CPU allocator:" in capsys.readouterr().out
+    assert "| CPU allocator |" in path.read_text(encoding="utf-8")
+    if platform.libc_ver()[0] == "glibc":
+        from torchloss.bench import pin_malloc
+
+        assert "pinned" in pin_malloc()
+
+
 def test_bench_sweep_needs_two_sizes(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--loss", "mse_loss", "--sweep", "1"])

@@ -626,3 +626,34 @@ def test_half_logits_block(case, monkeypatch):
     torch.testing.assert_close(loss.double(), ref, rtol=8e-3, atol=1e-3)
     for got, want in ((gx, rx), (gw, rw)):
         assert float((got.double() - want).norm() / want.norm()) < 1e-2
+
+
+def test_half_logits_block_under_autocast(monkeypatch):
+    """float32 operands inside CPU bfloat16 autocast: cast to bfloat16 for the product (torch's
+    ``linear`` policy), so the half-logits path runs; the loss comes out in float32 and the
+    gradients in the leaves' float32, as torch's reference path."""
+    from torchloss._autograd import linear as L
+
+    monkeypatch.setattr(L, "native_half_products", lambda dtype: True)
+    calls = []
+    real = L._half_logits_block
+    monkeypatch.setattr(L, "_half_logits_block", lambda *a, **k: calls.append(1) or real(*a, **k))
+    N, K, C = 256, 16, 300
+    x, w, t = _inputs(N, K, C, dtype=torch.float32)
+    x.requires_grad_()
+    w.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.linear_cross_entropy(x, w, t, options=_opts(2000 * C))
+        gx, gw = torch.autograd.grad(loss, (x, w))
+    assert calls, "the half-logits path did not run"
+    assert loss.dtype == torch.float32 and gx.dtype == gw.dtype == torch.float32
+    xd, wd = x.detach().bfloat16().double().requires_grad_(), w.detach().bfloat16().double().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(xd @ wd.t(), t)
+    rx, rw = torch.autograd.grad(ref, (xd, wd))
+    torch.testing.assert_close(loss.double(), ref, rtol=8e-3, atol=1e-3)
+    for got, want in ((gx, rx), (gw, rw)):
+        assert float((got.double() - want).norm() / want.norm()) < 1e-2
+    if HAS_TORCH_LCE:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            theirs = TF.linear_cross_entropy(x, w, t)
+        assert theirs.dtype == loss.dtype

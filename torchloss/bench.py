@@ -703,6 +703,19 @@ pages, need the `bench` extra, matplotlib).
 Timings depend on the machine, its CPU capability (AVX2, AVX512), its thread count and its load:
 compare ratios, not absolute times, and only between runs on the same machine.
 
+*The allocator* (*CPU allocator* under *Machine*). A large step allocates tens of MiB of fresh
+buffers. With glibc's malloc as it comes, whether they come back as memory already mapped or as
+new page faults (about 1.5 us per 4 KiB page on this project's VMs: 20-30 ms for the 80 MiB of a
+large triplet step, more than its arithmetic) depends on which small allocation happens to sit at
+the top of the heap when the step frees them (glibc trims the heap's top, and moves its mmap
+threshold with the sizes freed): a large triplet row's torchloss time moved between 9 and 39 ms
+from run to run, torch's between 14 and 26 ms, with no change in the code. So by default the
+benchmark pins glibc's malloc (`--malloc steady`: mmap threshold 32 MiB, glibc's ceiling, and no
+trimming): every buffer up to 32 MiB is reused from step to step, as a caching allocator
+(jemalloc, tcmalloc, torch's CUDA allocator) reuses it, and larger ones (cross entropy's
+128 MiB logits, linear cross entropy's) are fresh mappings every step, for torch and torchloss
+alike. `--malloc system` measures with glibc's defaults instead.
+
 ## Targets
 
 On the CPU, in float32, at the thread count the page names (the default one, and one thread),
@@ -831,8 +844,49 @@ def cpu_capability() -> str:
     return capability() if capability is not None else "unknown"
 
 
+# glibc's malloc, pinned for the timings (``--malloc steady``, the default): its default mmap
+# threshold moves with the sizes freed and it trims the heap's top whenever more than twice that
+# is free there, so whether a step's fresh buffers of a few MiB come back as mapped pages or as new
+# page faults (about 1.5 us per 4 KiB page here: 20-30 ms for a triplet step's 80 MiB) depends on
+# which small allocation happens to sit at the heap's top. Measured: a large triplet row's
+# torchloss median moved between 9 ms and 39 ms from run to run (torch's between 14 and 26 ms),
+# with no change in the code. Pinned (mmap threshold 32 MiB, glibc's ceiling; no trimming), every
+# buffer up to 32 MiB is reused from the heap, as a caching allocator (jemalloc, tcmalloc, torch's
+# CUDA allocator) would, and larger ones are fresh mappings every step, for both sides alike.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 1 << 40
+
+
+def pin_malloc() -> str:
+    """Pin glibc's malloc thresholds (see above) in this process; returns what the page says
+    about the allocator. Does nothing (and says so) where the C library is not glibc."""
+    import ctypes
+    import platform
+
+    libc_name, version = platform.libc_ver()
+    if libc_name != "glibc":
+        return f"the C library's own ({libc_name or 'not glibc'}; not pinned)"
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    ok = libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD) == 1
+    ok = libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD) == 1 and ok
+    if not ok:
+        return f"glibc {version} (pinning failed: its defaults)"
+    return (f"glibc {version}, pinned (`--malloc steady`): mmap threshold 32 MiB, no trimming; "
+            "buffers up to 32 MiB reused, larger ones fresh mappings every step")
+
+
+def malloc_text() -> str:
+    """What the page says about the allocator under ``--malloc system``."""
+    import platform
+
+    libc_name, version = platform.libc_ver()
+    return f"{libc_name or 'unknown'} {version}".strip() + ", its defaults (`--malloc system`: dynamic mmap threshold, trimming)"
+
+
 def machine_info(
-    device: str, dtype: str, floor: tuple[float, float] | None = None, threads: int | None = None
+    device: str, dtype: str, floor: tuple[float, float] | None = None, threads: int | None = None,
+    allocator: str | None = None,
 ) -> list[tuple[str, str]]:
     """(name, value) pairs describing where and how the benchmark ran, for the report's header
     (``floor``: :func:`function_floor`'s result, when measured; ``threads``: the intra-op threads
@@ -877,6 +931,7 @@ def machine_info(
         ("torch", f"{torch.__version__} ({', '.join(build)})"),
         ("torchloss", __version__),
         ("native kernels", _native_text()),
+        *([("CPU allocator", allocator)] if allocator else []),
         ("OS", platform.platform()),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
         ("device", dev),
@@ -1049,6 +1104,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="intra-op threads to time on (default: the process's, torch.get_num_threads(); 1 for "
         "single-threaded figures)",
     )
+    p.add_argument(
+        "--malloc", choices=("steady", "system"), default="steady",
+        help="steady (default): pin glibc's malloc (mmap threshold 32 MiB, no trimming) so that a step's "
+        "buffers up to 32 MiB are reused instead of page-faulted afresh at random (the figures then "
+        "reproduce); system: glibc's defaults, whose page faults move large rows by up to 3x between runs",
+    )
     p.add_argument("--csv", metavar="PATH", help="also write the results to PATH")
     p.add_argument("--plot", metavar="DIR", help="also write PNG plots to DIR (needs matplotlib)")
     p.add_argument(
@@ -1139,6 +1200,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     sweep_min_time = min(args.min_time, SWEEP_MIN_TIME) if sweep_min_time is None else sweep_min_time
     if sweep_k and (sweep_rounds < 1 or sweep_min_time <= 0):
         args.parser.error("--sweep-rounds must be at least 1 and --sweep-min-time positive")
+    allocator = pin_malloc() if getattr(args, "malloc", "steady") == "steady" else malloc_text()
     # a function's name picks its main row and its variants; a label (name[variant]) one row
     chosen = [b for b in BENCHMARKS if b.name in names or b.label in names] if names else BENCHMARKS
     sizes = SIZES if args.size == "both" else (args.size,)
@@ -1163,7 +1225,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     print(format_table(results), file=out)
     print(
         f"\ntorchloss {__version__}, torch {torch.__version__}, {device}, {args.dtype}; "
-        f"{args.rounds} interleaved rounds in {elapsed:.0f} s",
+        f"{args.rounds} interleaved rounds in {elapsed:.0f} s; CPU allocator: {allocator}",
         file=out,
     )
     if floor:
@@ -1197,7 +1259,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         text = format_markdown(
             results,
             sweep,
-            machine=machine_info(args.device, args.dtype, floor, threads),
+            machine=machine_info(args.device, args.dtype, floor, threads, allocator),
             settings=(
                 f"{_plural(args.rounds, 'interleaved round')} of `blocked_autorange(min_run_time={args.min_time:g})` "
                 f"per loss and size, on {_plural(threads, 'thread')}; {elapsed:.0f} s"

@@ -1103,7 +1103,12 @@ def _lean_pass(x, w, b, target, weight, reduction, ii, eps, probs, need, compute
     z = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
     if D != 1:
         z = z.view(N, C, D)
-    lp = torch.log_softmax(z, 1)  # (N, C) or (N, C, D)
+    if D == 1 and z.device.type == "cpu":
+        # in place on the CPU: ATen's row-wise log-softmax reads each row before writing it
+        # (bitwise the fresh buffer's result, one N x C buffer fewer at the peak)
+        lp = torch._log_softmax(z, 1, False, out=z)
+    else:
+        lp = torch.log_softmax(z, 1)  # (N, C) or (N, C, D)
     grads = need[0] or need[1] or need[2]
     if probs:
         tgt = target.reshape(lp.shape)

@@ -42,7 +42,9 @@ std::pair<at::Tensor, at::Tensor> lce_block(const at::Tensor& x, const at::Tenso
                                             int64_t ignore_index, double eps, bool grads) {
   const int64_t N = x.size(0), C = w.size(0);
   at::Tensor z = b.numel() > 0 ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
-  at::Tensor lp = at::_log_softmax(z, 1, false);
+  // in place: ATen's row-wise log-softmax reads each row before writing it (bitwise the result of
+  // a fresh buffer, without a second N x C buffer at the peak)
+  at::Tensor lp = at::_log_softmax_out(z, z, 1, false);
   z.reset();
   const scalar_t* L = lp.data_ptr<scalar_t>();
   const int64_t* t = target.data_ptr<int64_t>();
@@ -145,7 +147,8 @@ struct LinearCrossEntropyBlock : public torch::autograd::Function<LinearCrossEnt
                             int64_t ignore_index, double eps) {
     const bool nx = ctx->needs_input_grad(0), nw = ctx->needs_input_grad(1), nb = ctx->needs_input_grad(2);
     const bool grads = nx || nw || nb;
-    const at::Tensor xc = upcast(x), wc = upcast(w), bc = upcast(b), weightc = upcast(weight);
+    at::Tensor xc = upcast(x), wc = upcast(w);
+    const at::Tensor bc = upcast(b), weightc = upcast(weight);
     at::Tensor loss, G;
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "torchloss_linear_cross_entropy_block", [&] {
       std::tie(loss, G) = lce_block<scalar_t>(xc, wc, bc, target, weightc, reduction, ignore_index, eps, grads);
@@ -159,7 +162,9 @@ struct LinearCrossEntropyBlock : public torch::autograd::Function<LinearCrossEnt
         ctx->saved_data["G"] = G;
       } else {
         if (nx) ctx->saved_data["gx"] = at::mm(G, wc);
+        wc.reset();  // (a bfloat16/float16 weight's float32 copy: freed before the next product)
         if (nw) ctx->saved_data["gw"] = at::mm(G.t(), xc);
+        xc.reset();
         if (nb) ctx->saved_data["gb"] = G.sum(0);
       }
     }
