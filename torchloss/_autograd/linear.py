@@ -759,7 +759,10 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
 
     With the whole vocabulary in one block (the usual case), the logits block is turned in place
     into :math:`e^{z - m}` (giving :math:`s`) and then into :math:`G = a^s e^{z-m}/s - \dots`:
-    one logits product, four passes over the block and the two gradient products. Otherwise
+    one logits product, four passes over the block and the two gradient products. On the CPU
+    with index targets, no smoothing and ``D = 1``, the block becomes the softmax
+    :math:`p = e^{z - m}/s` in place instead, row by row (torch's fused kernel keeps a row's
+    passes in cache), with :math:`s = 1/\max_c p`, and :math:`G = a (p - [c = t])`. Otherwise
     the statistics come from a first pass over the vocabulary blocks and the gradients from a
     second, which recomputes each block's logits.
 
@@ -835,14 +838,29 @@ def _fused(x, w, b, su, reduction, eps, probs, budget, need, dtype, compute, kee
                 rho = rblk.sum(1).expand(r1 - r0, D)
             else:
                 rr = rho = torch.zeros_like(zt)
-            e = z.sub_(m).exp_()  # the logits block becomes exp(z - m) ...
-            st = Stats(m.squeeze(1), e.sum(1), zt, rr, rho)
-            co = _coefs(g_pos.expand(r1 - r0, D), su_i, eps, C, probs, st.rho)
-            if plain and D == 1 and co.tgt is not None and wfull.dtype == compute:
-                # ... and then e - s [c = t], with the row factor a / s kept aside
-                row = (co.soft / st.s).view(r1 - r0, 1)
-                e.scatter_add_(1, loc[0], (-st.s).view(r1 - r0, 1, 1))
-                G2 = e.view(r1 - r0, C)
+            n = r1 - r0
+            if plain and D == 1 and idx_i is not None and wfull.dtype == compute and z.device.type == "cpu":
+                # the logits block becomes the softmax p = e^{z - m} / s in place, row by row
+                # (torch's fused kernel: a row's passes stay in cache, where sub_, exp_ and sum
+                # would each stream the whole block), with s = 1 / max_c p (p at the maximum is
+                # e^0 / s); then G = a (p - [c = t]), the row factor a kept aside
+                p = torch._softmax(z.view(n, C), 1, False, out=z.view(n, C))
+                st = Stats(m.squeeze(1), p.amax(1, keepdim=True).reciprocal_(), zt, rr, rho)
+                co = _coefs(g_pos.expand(n, D), su_i, eps, C, probs, st.rho)
+                row = co.soft.view(n, 1)
+                e = p.scatter_add_(1, loc[0].view(n, 1), constant(-1.0, p.dtype, p.device).expand(n, 1))
+                softmax_rows = True
+            else:
+                e = z.sub_(m).exp_()  # the logits block becomes exp(z - m) ...
+                st = Stats(m.squeeze(1), e.sum(1), zt, rr, rho)
+                co = _coefs(g_pos.expand(n, D), su_i, eps, C, probs, st.rho)
+                softmax_rows = False
+            if softmax_rows or (plain and D == 1 and co.tgt is not None and wfull.dtype == compute):
+                if not softmax_rows:
+                    # ... and then e - s [c = t], with the row factor a / s kept aside
+                    row = (co.soft / st.s).view(n, 1)
+                    e.scatter_add_(1, loc[0], (-st.s).view(n, 1, 1))
+                G2 = e.view(n, C)
                 if gfull is not None:
                     torch.mul(G2, row, out=gfull[r0:r1])
                     if need_b:
