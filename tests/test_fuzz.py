@@ -608,6 +608,24 @@ REGRESSIONS += [  # third long run (rows 107-)
     Call("linear_cross_entropy", (_t([1.54], _f64), _t([[1.54]], _f64), _t(0, torch.uint8)), {"weight": _t([4.67], _f64), "label_smoothing": 0.1}),
     # unbatched linear CE with a (1,) target and smoothing: torch refuses (a deliberate difference)
     Call("linear_cross_entropy", (_t([1.54, -0.29], _f64), _t([[1.54, -0.29], [-2.18, 0.57]], _f64), _t([0], torch.int64)), {"label_smoothing": 0.1}),
+    # run 9 (rows 128-131)
+    # multi_margin through the Python path (an expanded weight): torch sums each sample / C, in
+    # double; a float32 sum of all N C terms overflowed
+    Call(
+        "multi_margin_loss",
+        (_t([[154099610.8, -29342890.6, -217878938.2], [56843127.7, -108452234.2, -139859539.5], [40334684.8, 83802633.3, -71925757.8]]),
+         _t([1, 2, 0], torch.int64)),
+        {"weight": _t([7.543799426553509e29], layout="expanded:0:3")},
+    ),
+    # kl_div log_target: the target gradient e^y (y - x + 1) overflowed before the upstream factor
+    Call("kl_div", (_t([[1.54, -0.29], [-2.18, 0.5684]]), _t([[-145.98, 1.0], [67.62, 85.0]], rg=True)), {"log_target": True}),
+    # a complex input with a weight: torch's weighted mse returns a complex "loss" (deliberate)
+    Call("mse_loss", (T(torch.tensor(1.5409960746765137 + 0j), torch.complex64), _t(1.5409961082440433, _f64)), {"weight": _t(4, torch.int64)}),
+    # cosine gradients whose terms cancel (collinear rows; a zero row through an expanded operand)
+    Call("cosine_embedding_loss", (_t([[255], [0], [0]], torch.uint8), _t([[0.7476266095217856], [1.9134943306845713], [float("nan")]], rg=True),
+                                   _t([-1.0, 1.0, 1.0], _f64)), {}),
+    Call("cosine_embedding_loss", (_t([[1.5409961082440433], [-0.2934289057609464]]), _t([[0.0]], layout="expanded:0:2", rg=True),
+                                   _t([1.0, 1.0])), {"margin": 0.0}),
 ]
 
 

@@ -121,10 +121,16 @@ def _mm_reduce(h: Tensor, reduction: int, shape: torch.Size, eager: bool, skip_n
     NaN, and torch's ``if (z > 0)`` skips it."""
     total = torch.nansum if skip_nan else torch.sum
     div = torch.Tensor.div_ if eager else torch.div  # eager: the sum is a temporary of ours
+    rows = div(total(h, 1), h.shape[1])  # each sample's loss, Σ_i h / C, as torch's kernel
     if reduction == R.NONE:
-        return div(total(h, 1), h.shape[1]).reshape(shape)
-    # 'mean': Σ h / (N C), the mean over the samples of Σ_i h / C ('mean' of nothing: 0/0 = NaN)
-    return div(total(h), h.numel() if reduction == R.MEAN else h.shape[1])
+        return rows.reshape(shape)
+    # 'mean': the mean over the samples ('mean' of nothing: 0/0 = NaN). The samples' losses are
+    # summed in double, as torch's kernel does (acc_type): a float32 sum of all N C terms at
+    # once overflowed where every sample's loss and the mean are finite
+    out = rows.sum(dtype=torch.float64) if rows.dtype == torch.float32 else rows.sum()
+    if reduction == R.MEAN:
+        out = div(out, h.shape[0])
+    return out.to(h.dtype)
 
 
 def _mm_grad_in_place(

@@ -696,10 +696,14 @@ class KLDivLossFunction(LossFunction):
             if need_y:
                 # a target wider than the loss (a 0-d float64 one) gets its gradient in its dtype
                 cy = target.dtype if target.dtype in (torch.float64, torch.complex128) else c
-                if cy != c:
-                    gy = _pullback(_kl_dy(_up(input, cy), _up(target, cy), ctx.log_target), g.to(cy), shape, target)
+                xs, ys, gs = (_up(input, cy), _up(target, cy), g.to(cy)) if cy != c else (_up(input, c), y, g)
+                if ctx.log_target:
+                    # g (y - x + 1) first, then e^y (the order of torch's chain, which multiplies
+                    # the upstream gradient into y - x): e^y (y - x + 1) alone overflows where
+                    # the gradient is finite (float32 y near 88 and a 'mean' over a few elements)
+                    gy = _pullback(torch.exp(ys), (ys - xs + 1) * gs, shape, target)
                 else:
-                    gy = _pullback(_kl_dy(_up(input, c), y, ctx.log_target), g, shape, target)
+                    gy = _pullback(_kl_dy(xs, ys, False), gs, shape, target)
         if gx is not None:
             gx = gx if gx.shape == x_shape else gx.sum_to_size(x_shape)
             gx = gx if gx.dtype == ctx.x_dtype else gx.to(ctx.x_dtype)

@@ -525,6 +525,48 @@ def _inverse_norms(call: Call) -> float:
     return out
 
 
+def _cosine_gradient_terms(call: Call) -> float:
+    """cosine embedding: ``|upstream| / rows`` (``'mean'``) times the larger of the two terms each
+    input's gradient subtracts, ``|x_other| / d`` and ``|c| |x_own| / q_own`` per row (torch's
+    squared norms: an integer input's in its own dtype, wrapping as torch's do), and at least
+    :func:`_inverse_norms`. Where they cancel (collinear rows: a cosine of 1, one feature; a zero
+    row beside others through an expanded operand, whose term is ``1/sqrt(eps)``) the float64
+    gradient is tiny and either side's float32 result carries a rounding of the terms."""
+    base = _inverse_norms(call)
+    ts = [_tensor_arg(call, i) for i in range(2)]
+    if any(t is None for t in ts):
+        return base
+    made = [t.make()[0].detach() for t in ts]
+    if any(m.is_complex() for m in made):
+        return base
+
+    def squares(m):
+        sq = (m * m).sum(-1) if not m.is_floating_point() else (m.double() * m.double()).sum(-1)
+        return sq.double() + 1e-12
+
+    try:
+        a, b = torch.broadcast_tensors(made[0].double(), made[1].double())
+        q1 = squares(made[0])
+        q2 = squares(made[1])
+        p = (a * b).sum(-1)
+        d = (q1 * q2).sqrt()
+        c = p / d
+        t1 = torch.maximum(b.abs().amax(-1) / d, c.abs() * made[0].double().abs().amax(-1) / q1)
+        t2 = torch.maximum(a.abs().amax(-1) / d, c.abs() * made[1].double().abs().amax(-1) / q2)
+    except (RuntimeError, IndexError):
+        return base
+    rows = tuple(t1.shape)
+    kw = call.kwargs
+    if "size_average" in kw or "reduce" in kw:
+        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
+    else:
+        none, mean = kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
+    up = torch.randn(rows if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
+    n = math.prod(rows)
+    terms = max(_finite_max(t1), _finite_max(t2))
+    return max(base, _finite_max(up) * terms / (n if mean and n else 1))
+
+
 def _softmax_gradient_terms(call: Call) -> float:
     """cross_entropy: the magnitude of the terms each logit's gradient sums, ``|upstream|·max(1, |w|)``
     (the softmax times the total target weight, minus each class's own weight; probabilities are
@@ -855,7 +897,7 @@ SPECS: dict[str, Spec] = {
         Spec("multilabel_soft_margin_loss", _multilabel_soft_margin()),
         Spec("margin_ranking_loss", _margin_ranking()),
         Spec("hinge_embedding_loss", _hinge_embedding()),
-        Spec("cosine_embedding_loss", _cosine_embedding(), scale=_inverse_norms),
+        Spec("cosine_embedding_loss", _cosine_embedding(), scale=_cosine_gradient_terms),
         Spec("triplet_margin_loss", _triplet(), scale=_triplet_gradient_terms),
         Spec("triplet_margin_with_distance_loss", _triplet("triplet_margin_with_distance_loss"), scale=_triplet_gradient_terms),
         Spec("ctc_loss", _ctc(), scale=_ctc_logprob_terms),
@@ -1032,13 +1074,14 @@ def margin_dtype_check_on_empty(call: Call, kind: str, torch_exc, ours_exc) -> b
 
 def complex_refused(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """A complex operand where torch returns a complex "loss" (soft margin, BCE with logits,
-    multilabel soft margin): torchloss raises NotImplementedError (differences.md)."""
+    multilabel soft margin; mse with a weight, through its Python formula, where the unweighted
+    call raises): torchloss raises NotImplementedError (differences.md)."""
     return (
         # (torch raises only when the complex "loss" would need a gradient)
         kind in ("torch-accepts", "exception-type")
         and isinstance(ours_exc, NotImplementedError)
         and call.loss in ("soft_margin_loss", "binary_cross_entropy_with_logits", "multilabel_soft_margin_loss",
-                          "linear_cross_entropy", "cross_entropy")
+                          "linear_cross_entropy", "cross_entropy", "mse_loss")
         and (
             any(t.dtype.is_complex for t in call.tensors())
             or any(isinstance(a, complex) for a in list(call.args) + list(call.kwargs.values()))

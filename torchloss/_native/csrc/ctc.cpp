@@ -100,26 +100,10 @@ inline float ctc_exp(float x) {
   return under ? 0.0f : (over ? std::numeric_limits<float>::infinity() : v);
 }
 
-// exp(x) for x <= 0 (or -inf, or NaN): as ctc_exp, without the overflow branch; 0 below
-// ln(FLT_MIN) = -87.34 (no subnormal results, whose arithmetic is slow on some CPUs; they are below
-// float rounding next to the 1 of a log-sum-exp's largest term).
-inline float ctc_exp_neg(float x) {
-  const float lo = -87.33654f;
-  const bool under = x < lo;
-  const float xc = under ? lo : x;
-  const float nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - nf * 0.693359375f;
-  r = r - nf * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float v = p * i2f((static_cast<int32_t>(nf) + 127) << 23);  // n in [-126, 0]
-  return under ? 0.0f : v;
-}
+// exp(x) for x <= 0 (or -inf, or NaN): common.h's exp_nonpositive (ctc_exp without the overflow
+// branch; 0 below ln(FLT_MIN) = -87.34: no subnormal results, whose arithmetic is slow on some
+// CPUs; they are below float rounding next to the 1 of a log-sum-exp's largest term).
+inline float ctc_exp_neg(float x) { return exp_nonpositive(x); }
 
 // log(x) for a positive normal float (here the sum of a log-sum-exp, in [1, 3]): x = 2^k m with
 // m in [sqrt(1/2), sqrt(2)), log m by the Cephes logf polynomial (about 1 ulp).
