@@ -716,6 +716,10 @@ class KLDivLossFunction(LossFunction):
         x, y = _up(input, c), _up(target, c)
         shape = broadcast_shape(x.shape, y.shape)
         dx = _kl_dx(y, ctx.log_target) if t_input is not None else None
-        dy = _kl_dy(x, y, ctx.log_target) if t_target is not None else None
-        t = add_tangents(_push(dx, t_input, c), _push(dy, t_target, c))
+        if t_target is not None and ctx.log_target:
+            # e^y ((y - x + 1) ẏ): the tangent before e^y, as backward applies the upstream first
+            ty = torch.exp(y) * ((y - x + 1) * _up(t_target, c))
+        else:
+            ty = _push(_kl_dy(x, y, ctx.log_target) if t_target is not None else None, t_target, c)
+        t = add_tangents(_push(dx, t_input, c), ty)
         return _finish(t, shape, ctx.reduction, ctx.divisor, ctx.out_dtype)
