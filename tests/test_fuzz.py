@@ -626,6 +626,26 @@ REGRESSIONS += [  # third long run (rows 107-)
                                    _t([-1.0, 1.0, 1.0], _f64)), {}),
     Call("cosine_embedding_loss", (_t([[1.5409961082440433], [-0.2934289057609464]]), _t([[0.0]], layout="expanded:0:2", rg=True),
                                    _t([1.0, 1.0])), {"margin": 0.0}),
+    # run 10 (rows 132-133): a 0-d input's gradient sums terms of 1e29 that cancel (targets of
+    # +-1e30): the judge counts the terms (_poisson_gradient_terms)
+    Call("poisson_nll_loss", (_t(4.669239022757736, _f64, rg=True), _t(torch.tensor(
+        [0.5428554635814029, 0.0, 0.348551114958135, -1.591216476042159, -1e30, 0.7321478351953491, -1.4344252714186951, 1.0,
+         -0.7128310565899745, -1e30, 1e-300, 1e30, 0.28633312825867885, 1.0, 1.6662450843383725, 1e-30, 65504.0, -10000.0, 1e-30,
+         -0.5252057297782871, 65504.0, 1e-300, -1.2192492133235031, 10000.0, 1e-30, 1e30, 0.37600475224164465, 1.180274949821704,
+         1.0736493055384935, -1.0], dtype=torch.float64).view(2, 3, 5), _f64)), {"log_input": False, "full": False}),
+    # a bfloat16 d(a, p) beside a float64 d(a, n): the hinge within the bfloat16 distance's rounding
+    Call("triplet_margin_with_distance_loss", (_t([-62702024.960840665, -17056685.64222518], torch.bfloat16),
+                                               _t([1.5409961082440433, -0.2934289057609464], torch.bfloat16),
+                                               _t([1.5409961082440433, -0.2934289057609464], _f64, rg=True)), {"margin": 1.0}),
+    # rows 134-136: mse's 2 (x - y) overflowed before the upstream factor (torch: 2/n first)
+    Call("mse_loss", (_t([[-1.97e38, 1.0], [2.0, 3.0]], torch.bfloat16, layout="transposed", rg=True), _t([[-0.09, 0.0], [0.0, 0.0]], torch.bfloat16)), {}),
+    # poisson through the broadcasting path: y / (x + eps) overflowed before the upstream factor
+    Call("poisson_nll_loss", (_t([[4.669239022757737e-30, 7.457022361126467e-31, 1.131784636137947e-31]], rg=True),
+                              _t([[[4.6692390227577365e30, 7.457022361126466e29, 1.131784636137947e29]]])), {"log_input": False, "full": False}),
+    # a float16 pair's distance torch rounds to float16 beside a float64 positive: torch's two
+    # rows' errors cancel exactly in the mean (an expanded negative); torchloss's rows are closer
+    Call("triplet_margin_loss", (_t([[-309.16030634314546], [1185.1746825635912]], torch.float16), _t([[1.5409961082440433], [-0.2934289057609464]], _f64),
+                                 _t([[0.09256775800984428]], torch.float16, layout="expanded:0:2")), {}),
 ]
 
 

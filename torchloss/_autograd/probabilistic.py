@@ -330,7 +330,15 @@ class PoissonNLLLossFunction(LossFunction):
             gy = None if gy is None else R.sum_to(gy, target)
             return gx, gy, None, None, None, None
         _, dx, dy = _poisson(x, y, *ctx.params, value=False)
-        gx = _pullback(dx, g, shape, input) if need_x else None
+        log_input, _, eps = ctx.params
+        if need_x and not log_input:
+            # conj(1 - y/(x + eps)) g as g - (g conj(y)) / conj(x + eps), as the eager path
+            # (torch's chain multiplies first): y/(x + eps) alone overflows for a huge target over
+            # a tiny input where the gradient does not
+            gd = g - (g * torch.conj(y)) / torch.conj(x + eps)
+            gx = _pullback(torch.ones((), dtype=gd.real.dtype, device=gd.device), gd, shape, input)
+        else:
+            gx = _pullback(dx, g, shape, input) if need_x else None
         gy = _pullback(dy, g, shape, target) if need_y else None
         return gx, gy, None, None, None, None
 

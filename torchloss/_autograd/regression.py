@@ -195,8 +195,12 @@ def _backward(phi, dphi, ctx, grad):
         gl = g if w is None else g * _conj(w)
         if gl.is_complex() and not (d.is_complex() and phi is _square):
             gl = gl.real  # φ(d) is real: its gradient is
-        dp = dphi(d, ctx.p)
-        gd = (_conj(dp) if phi is _square else dp) * gl
+        if phi is _square:
+            # conj(2d) g as d (2 g): the same bits (2 scales exactly), and 2 g / n first, as
+            # torch's norm (x - y) g: 2 d overflows for |d| > FLT_MAX / 2 where the gradient is finite
+            gd = _conj(d) * (2 * gl)
+        else:
+            gd = dphi(d, ctx.p) * gl
         gx = R.sum_to(_real_for(gd, input), input) if need_x else None
         gy = R.sum_to(_real_for(-gd, target), target) if need_y else None
     if need_w:
