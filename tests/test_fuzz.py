@@ -646,6 +646,13 @@ REGRESSIONS += [  # third long run (rows 107-)
     # rows' errors cancel exactly in the mean (an expanded negative); torchloss's rows are closer
     Call("triplet_margin_loss", (_t([[-309.16030634314546], [1185.1746825635912]], torch.float16), _t([[1.5409961082440433], [-0.2934289057609464]], _f64),
                                  _t([[0.09256775800984428]], torch.float16, layout="expanded:0:2")), {}),
+    # run 11 (row 137): a broadcast kl_div target's gradient sums terms of 1e30 that cancel
+    Call("kl_div", (_t(torch.tensor(
+        [1.686408337563663, 0.9325347210160901, float("-inf"), -1.6849323326272378, -1.0, 1e-300, -1.3240254315274447, 1e-300,
+         -0.7699188487992251, 0.4236029545447811, float("-inf"), 0.05562380163767603, 1.5977706610769289, -1.3433887909132425, 1e30,
+         -1.0, 65504.0, -1.3211958171996312, -1e30, 0.9693085293456547, -0.6562621220150862, 1e30, 0.015098978460675027,
+         0.4627936121930985, 0.4534354512918584, -1e30, -0.1196944801328721], dtype=torch.float64).view(3, 3, 3), _f64),
+                    _t([0.9700530018065531, 0.707819864399788, 0.45938294312745087], _f64, rg=True)), {"log_target": False}),
 ]
 
 

@@ -607,6 +607,41 @@ def _poisson_gradient_terms(call: Call) -> float:
     return _finite_max(up) * max(sums) / (n if mean and n else 1)
 
 
+def _kl_gradient_terms(call: Call) -> float:
+    """kl_div: as :func:`_poisson_gradient_terms`, the largest sum of term magnitudes one element
+    of an operand's gradient adds up over its broadcast dimensions: ``|y|`` (``e^y``) for the
+    input, ``|log y| + 1 + |x|`` (``e^y (|y| + |x| + 1)`` with ``log_target``) for the target,
+    times ``|upstream|`` (/ the elements for ``'mean'``, / the batch for ``'batchmean'``)."""
+    ts = [_tensor_arg(call, i) for i in range(2)]
+    if any(t is None for t in ts):
+        return 0.0
+    made = [t.make()[0].detach() for t in ts]
+    if any(m.is_complex() for m in made):
+        return 0.0
+    kw = call.kwargs
+    try:
+        x, y = torch.broadcast_tensors(made[0].double(), made[1].double())
+        if kw.get("log_target") is True:
+            dx, dy = y.exp(), y.exp() * (y.abs() + x.abs() + 1)
+        else:
+            dx, dy = y.abs(), y.log().abs() + 1 + x.abs()
+        sums = []
+        for d, m in ((dx, made[0]), (dy, made[1])):
+            d = torch.where(d.isfinite(), d, 0)
+            sums.append(_finite_max(d.sum_to_size(m.shape) if d.shape != m.shape else d))
+    except (RuntimeError, IndexError):
+        return 0.0
+    if "size_average" in kw or "reduce" in kw:
+        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
+        div = x.numel() if mean else 1
+    else:
+        red = kw.get("reduction", "mean")
+        none = red == "none"
+        div = x.numel() if red == "mean" else (x.shape[0] if red == "batchmean" and x.dim() else 1)
+    up = torch.randn(tuple(x.shape) if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
+    return _finite_max(up) * max(sums) / (div if div else 1)
+
+
 def _softmax_gradient_terms(call: Call) -> float:
     """cross_entropy: the magnitude of the terms each logit's gradient sums, ``|upstream|·max(1, |w|)``
     (the softmax times the total target weight, minus each class's own weight; probabilities are
@@ -929,7 +964,7 @@ SPECS: dict[str, Spec] = {
         Spec("binary_cross_entropy_with_logits", _bce_logits()),
         Spec("poisson_nll_loss", _poisson(), scale=_poisson_gradient_terms),
         Spec("gaussian_nll_loss", _gaussian()),
-        Spec("kl_div", _kl_div()),
+        Spec("kl_div", _kl_div(), scale=_kl_gradient_terms),
         Spec("nll_loss", _nll()),
         Spec("cross_entropy", _nll("cross_entropy"), scale=_softmax_gradient_terms),
         Spec("multi_margin_loss", _multi_margin()),
