@@ -657,6 +657,9 @@ REGRESSIONS += [  # third long run (rows 107-)
     # float64 noise amplified by 1/W on both torchloss's and the reference's side (torch: 0 by luck)
     Call("l1_loss", (T(torch.tensor(0.6613521575927734 + 0j), torch.complex64), _t(1.5409961082440433, torch.bfloat16)),
          {"weight": _t(1.3215865361013011e-30, torch.bfloat16, rg=True)}),
+    # rows 139-140: deliberate (weighted mse of integers; a 3-d input without classes)
+    Call("mse_loss", (_t(1, torch.int64), _t(1, torch.int64)), {"weight": _t(4, torch.int64)}),
+    Call("cross_entropy", (_t(torch.zeros(1, 0, 3, dtype=torch.float64), _f64), _t([[0, 0, 0]], torch.int64)), {}),
 ]
 
 

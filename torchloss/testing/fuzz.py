@@ -1615,6 +1615,41 @@ def weighted_mean_float64_ill_conditioned(call: Call, kind: str, torch_exc, ours
     return float(_rounded(w).double().sum().abs()) < 1e-6
 
 
+def weighted_mse_integer_operands(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """mse_loss with a weight whose input and target are both integer (or bool) tensors: torch's
+    weighted Python formula computes them (a default-dtype mean), where the same call without a
+    weight raises NotImplementedError in its kernel ("mse_cpu" not implemented for 'Long');
+    torchloss refuses both (differences.md, Regression)."""
+    x, y = _tensor_arg(call, 0), _tensor_arg(call, 1)
+    return (
+        call.loss == "mse_loss"
+        and kind == "torch-accepts"
+        and isinstance(ours_exc, NotImplementedError)
+        and isinstance(call.kwargs.get("weight"), T)
+        and x is not None and y is not None
+        and not (x.dtype.is_floating_point or x.dtype.is_complex)
+        and not (y.dtype.is_floating_point or y.dtype.is_complex)
+    )
+
+
+def kdim3_empty_classes(call: Call, kind: str, torch_exc, ours_exc) -> bool:
+    """cross_entropy/nll_loss of a 3-d ``(N, 0, d)`` input (no classes) with a non-empty target:
+    torch views the empty input as ``(N, 0, 1, -1)``, gets ``[N, 0, 0, 0]`` and raises
+    RuntimeError 'size mismatch'; its 2-d and 4-d forms raise the out-of-bounds IndexError,
+    which torchloss raises for all three (differences.md, CrossEntropy)."""
+    x = _tensor_arg(call, 0)
+    return (
+        call.loss in ("cross_entropy", "nll_loss")
+        and kind == "exception-type"
+        and isinstance(torch_exc, RuntimeError)
+        and isinstance(ours_exc, IndexError)
+        and "size mismatch" in str(torch_exc)
+        and x is not None
+        and len(x.shape) == 3
+        and x.shape[1] == 0
+    )
+
+
 def ctc_label_equals_blank(call: Call, kind: str, torch_exc, ours_exc) -> bool:
     """CTC targets holding the blank index: invalid (torch's documentation: targets cannot be
     blank), unchecked by torch; the value is undefined and torchloss's eager Python recursions
@@ -1663,6 +1698,8 @@ def nll_empty_kdim_weight_unchecked(call: Call, kind: str, torch_exc, ours_exc) 
 
 
 DELIBERATE += [
+    weighted_mse_integer_operands,
+    kdim3_empty_classes,
     integer_weight_total_wraparound,
     ctc_label_equals_blank,
     nll_empty_kdim_weight_unchecked,
