@@ -513,6 +513,24 @@ def _cosine_embedding(draw):
     return Call("cosine_embedding_loss", (a, b, y), kw, _seed(draw))
 
 
+def _reduction_flags(kw: dict) -> tuple[bool, bool]:
+    """``(none, mean)``: whether a call's reduction (legacy ``size_average``/``reduce`` too) is
+    ``'none'`` and whether it is ``'mean'``."""
+    if "size_average" in kw or "reduce" in kw:
+        return kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
+    return kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
+
+
+def _upstream_per_term(call: Call, shape: tuple) -> float:
+    """``max |upstream|`` of the call's seeded upstream gradient (``shape`` for ``'none'``, else
+    0-d), divided by the elements of ``shape`` for ``'mean'``: the factor each term of a
+    gradient carries."""
+    none, mean = _reduction_flags(call.kwargs)
+    up = torch.randn(tuple(shape) if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
+    n = math.prod(shape)
+    return _finite_max(up) / (n if mean and n else 1)
+
+
 def _inverse_norms(call: Call) -> float:
     """1/|x| of the smallest non-zero row of the two inputs (the scale of a cosine's gradient)."""
     out = 0.0
@@ -555,16 +573,8 @@ def _cosine_gradient_terms(call: Call) -> float:
         t2 = torch.maximum(a.abs().amax(-1) / d, c.abs() * made[1].double().abs().amax(-1) / q2)
     except (RuntimeError, IndexError):
         return base
-    rows = tuple(t1.shape)
-    kw = call.kwargs
-    if "size_average" in kw or "reduce" in kw:
-        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
-    else:
-        none, mean = kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
-    up = torch.randn(rows if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
-    n = math.prod(rows)
     terms = max(_finite_max(t1), _finite_max(t2))
-    return max(base, _finite_max(up) * terms / (n if mean and n else 1))
+    return max(base, _upstream_per_term(call, tuple(t1.shape)) * terms)
 
 
 def _poisson_gradient_terms(call: Call) -> float:
@@ -598,13 +608,7 @@ def _poisson_gradient_terms(call: Call) -> float:
             sums.append(_finite_max(d.sum_to_size(m.shape) if d.shape != m.shape else d))
     except (RuntimeError, IndexError):
         return 0.0
-    if "size_average" in kw or "reduce" in kw:
-        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
-    else:
-        none, mean = kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
-    n = x.numel()
-    up = torch.randn(tuple(x.shape) if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
-    return _finite_max(up) * max(sums) / (n if mean and n else 1)
+    return _upstream_per_term(call, tuple(x.shape)) * max(sums)
 
 
 def _kl_gradient_terms(call: Call) -> float:
@@ -632,7 +636,7 @@ def _kl_gradient_terms(call: Call) -> float:
     except (RuntimeError, IndexError):
         return 0.0
     if "size_average" in kw or "reduce" in kw:
-        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
+        none, mean = _reduction_flags(kw)
         div = x.numel() if mean else 1
     else:
         red = kw.get("reduction", "mean")
@@ -709,14 +713,7 @@ def _triplet_gradient_terms(call: Call) -> float:
     except RuntimeError:
         return 0.0
     rows = shape[:-1] if shape else ()
-    kw = call.kwargs
-    if "size_average" in kw or "reduce" in kw:
-        none, mean = kw.get("reduce") is False, kw.get("reduce") is not False and kw.get("size_average") is not False
-    else:
-        none, mean = kw.get("reduction") == "none", kw.get("reduction", "mean") == "mean"
-    up = torch.randn(rows if none else (), generator=torch.Generator().manual_seed(call.seed), dtype=F64)
-    n = math.prod(rows)
-    return _finite_max(up) / (n if mean and n else 1)
+    return _upstream_per_term(call, rows)
 
 
 def _ctc_logprob_terms(call: Call) -> float:
@@ -1534,7 +1531,7 @@ def triplet_rows_no_less_accurate(call: Call, kind: str, torch_exc, ours_exc) ->
     o, t, r = (x.detach().double() for x in outs)
     if not (o.shape == t.shape == r.shape) or not bool(r.isfinite().all()):
         return False
-    return bool(((o - r).abs().max() <= (t - r).abs().max()))
+    return bool((o - r).abs().max() <= (t - r).abs().max())
 
 
 def multilabel_margin_decided_by_rounding(call: Call, kind: str, torch_exc, ours_exc) -> bool:
